@@ -1,0 +1,179 @@
+"""`SlidingWindowDetector`: a classifier slid over an image pyramid, returning `Detections`.
+
+Data flow (patch mode): plan levels -> resize the image once per level -> cut windows as slices
+into fixed-size batches (spanning levels, so batches stay full) -> classifier -> target scores
+-> candidates above ``min_score`` mapped to original pixels -> class-aware NMS.
+Memory is one resized level plus one batch, whatever the number of windows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+
+import cv2
+import numpy as np
+
+from slidewin.classifier import Classifier
+from slidewin.detections import Detections
+from slidewin.geometry import Level, level_window_boxes, plan_levels, to_image_coords
+from slidewin.nms import batched_nms
+from slidewin.targets import Targets
+
+
+class Mode(str, Enum):
+    PATCH = "patch"
+    DENSE = "dense"
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Sliding-window parameters.
+
+    Attributes:
+        windows_hw: window sizes (height, width) in original-image pixels at the first level
+            (None: one window of the classifier's input size).
+        step: distance between windows in classifier-input pixels (32 = ResNet50's stride).
+        scale: pyramid factor between levels.
+        max_levels: at most this many pyramid levels per window size.
+        min_score: keep (window, target) pairs scoring at least this.
+        iou: class-aware NMS IoU threshold.
+        batch_size: windows per inference call.
+    """
+
+    windows_hw: tuple[tuple[int, int], ...] | None = None
+    step: float = 32.0
+    scale: float = 1.5
+    max_levels: int | None = None
+    min_score: float = 0.5
+    iou: float = 0.3
+    batch_size: int = 16
+
+    def __post_init__(self):
+        if self.windows_hw is not None and not self.windows_hw or any(h < 8 or w < 8 for h, w in self.windows_hw or ()):
+            raise ValueError(f"window sizes must be at least 8x8, got {self.windows_hw}")
+        if not self.step > 0 or not self.scale > 1 or self.batch_size < 1:
+            raise ValueError("step must be > 0, scale > 1 and batch_size >= 1")
+        if not 0 <= self.min_score <= 1 or not 0 < self.iou <= 1:
+            raise ValueError("min_score must lie in [0, 1] and iou in (0, 1]")
+
+
+@dataclass
+class RunStats:
+    """What one detection run did, for tables and benchmarks."""
+
+    levels: int = 0
+    windows: int = 0
+    candidates: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: {"pyramid": 0.0, "inference": 0.0,
+                                                               "scoring": 0.0, "nms": 0.0})
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+def resize_level(image: np.ndarray, level: Level) -> np.ndarray:
+    """The image resized to a level (area interpolation when shrinking, linear when growing)."""
+    lh, lw = level.size_hw
+    if (lh, lw) == image.shape[:2]:
+        return image
+    shrink = lh * lw < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (lw, lh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def iter_window_batches(
+    image: np.ndarray, levels: list[Level], input_hw: tuple[int, int], batch_size: int, stats: RunStats | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Windows of all levels in fixed-size batches.
+
+    Yields:
+        (crops, boxes): uint8 (B, in_h, in_w, 3) crops and float32 (B, 4) their boxes in
+        original-image pixels; B == batch_size except for the last batch.
+    """
+    in_h, in_w = input_hw
+    buf = np.empty((batch_size, in_h, in_w, 3), np.uint8)
+    boxes = np.empty((batch_size, 4), np.float32)
+    n = 0
+    t0 = time.perf_counter()
+    for level in levels:
+        resized = resize_level(image, level)
+        level_boxes = to_image_coords(level_window_boxes(level, input_hw), level.scale_xy, image.shape[:2])
+        i = 0
+        for y in level.ys.tolist():
+            for x in level.xs.tolist():
+                buf[n] = resized[y:y + in_h, x:x + in_w]
+                boxes[n] = level_boxes[i]
+                i += 1
+                n += 1
+                if n == batch_size:
+                    if stats is not None:
+                        stats.seconds["pyramid"] += time.perf_counter() - t0
+                    yield buf, boxes
+                    t0 = time.perf_counter()
+                    n = 0
+    if stats is not None:
+        stats.seconds["pyramid"] += time.perf_counter() - t0
+    if n:
+        yield buf[:n], boxes[:n]
+
+
+class SlidingWindowDetector:
+    """Turns a `Classifier` into a detector.
+
+    Args:
+        classifier: the classifier to slide.
+        targets: which classes to look for (default: every label of the classifier).
+        config: window sizes, step, pyramid, thresholds.
+    """
+
+    def __init__(self, classifier: Classifier, targets: Targets | None = None, config: DetectorConfig | None = None):
+        self.classifier = classifier
+        self.targets = targets or Targets.all_labels(classifier.labels)
+        self.config = config or DetectorConfig()
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.targets.names
+
+    def plan(self, image_hw: tuple[int, int]) -> list[Level]:
+        c = self.config
+        windows = list(c.windows_hw or (self.classifier.input_hw,))
+        return plan_levels(image_hw, self.classifier.input_hw, windows, c.step, c.scale, c.max_levels)
+
+    def detect(self, image: np.ndarray) -> Detections:
+        """Detect in a uint8 RGB (H, W, 3) image; boxes in its pixels."""
+        return self.run(image)[0]
+
+    def run(self, image: np.ndarray) -> tuple[Detections, RunStats]:
+        """`detect`, plus what it did and how long each stage took."""
+        c = self.config
+        stats = RunStats()
+        levels = self.plan(image.shape[:2])
+        stats.levels = len(levels)
+        cand_boxes, cand_scores, cand_ids = [], [], []
+        for crops, boxes in iter_window_batches(image, levels, self.classifier.input_hw, c.batch_size, stats):
+            t0 = time.perf_counter()
+            probs = self.classifier.predict(crops)
+            t1 = time.perf_counter()
+            scores = self.targets.score(probs)
+            win, cls = np.nonzero(scores >= c.min_score)
+            if len(win):
+                cand_boxes.append(boxes[win])
+                cand_scores.append(scores[win, cls])
+                cand_ids.append(cls)
+            stats.windows += len(crops)
+            stats.seconds["inference"] += t1 - t0
+            stats.seconds["scoring"] += time.perf_counter() - t1
+        t0 = time.perf_counter()
+        if cand_boxes:
+            dets = Detections(np.concatenate(cand_boxes), np.concatenate(cand_scores),
+                              np.concatenate(cand_ids), self.labels)
+        else:
+            dets = Detections.empty(self.labels)
+        stats.candidates = len(dets)
+        dets = dets[batched_nms(dets.xyxy, dets.scores, dets.class_ids, c.iou)]
+        stats.seconds["nms"] += time.perf_counter() - t0
+        return dets, stats

@@ -1,0 +1,99 @@
+"""What a detector looks for: target classes as single classifier labels or label groups.
+
+A target is a named set of classifier class ids; its score for a window is the sum of its
+members' probabilities (COCO ``cat`` = ImageNet 281-285). Groups live in data files in the
+package (``slidewin/data/*_groups.json``), not in code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from slidewin.errors import SlidewinError
+
+
+@lru_cache(maxsize=None)
+def load_groups(name: str) -> dict[str, tuple[int, ...]]:
+    """A packaged group file ``data/<name>_groups.json``: ``{"groups": {target: [ids...]}}``."""
+    try:
+        text = resources.files("slidewin").joinpath(f"data/{name}_groups.json").read_text()
+    except FileNotFoundError:
+        raise SlidewinError(f"no label-group file named {name!r}") from None
+    return {k: tuple(int(i) for i in v) for k, v in json.loads(text)["groups"].items()}
+
+
+@dataclass(frozen=True, eq=False)
+class Targets:
+    """Target classes over a classifier's labels.
+
+    Attributes:
+        names: one name per target (the labels of the resulting `Detections`).
+        members: float32 (num_labels, num_targets) 0/1 membership matrix, or None when every
+            classifier label is its own target (scores are then the probabilities as they are).
+    """
+
+    names: tuple[str, ...]
+    members: np.ndarray | None
+
+    def score(self, probs: np.ndarray) -> np.ndarray:
+        """(B, num_labels) probabilities -> (B, num_targets) target scores."""
+        return probs if self.members is None else probs @ self.members
+
+    @classmethod
+    def all_labels(cls, labels: tuple[str, ...]) -> "Targets":
+        return cls(tuple(labels), None)
+
+    @classmethod
+    def parse(cls, spec: str | list[str] | None, labels: tuple[str, ...], label_set: str = "custom") -> "Targets":
+        """Resolve a ``--classes`` value against a classifier's labels.
+
+        Items (comma-separated or a list) are class indices (``281``), ranges (``281-285``),
+        label names (``tabby``), the name of a label group (``cat``), or the name of a whole
+        group file (``coco``: one target per group). ``None`` or ``all``: every label.
+        """
+        if spec is None:
+            return cls.all_labels(labels)
+        items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+        if items == ["all"]:
+            return cls.all_labels(labels)
+        groups: dict[str, tuple[int, ...]] = {}
+        if label_set == "imagenet-1k":
+            groups = dict(load_groups("coco"))
+        lower = {name.lower(): i for i, name in enumerate(labels)}
+        names: list[str] = []
+        columns: list[tuple[int, ...]] = []
+        for item in items:
+            if item == "coco":
+                if label_set != "imagenet-1k":
+                    raise SlidewinError("--classes coco needs an ImageNet-1k classifier")
+                for g, ids in groups.items():
+                    names.append(g)
+                    columns.append(ids)
+            elif item.isdigit() or (item.count("-") == 1 and all(p.isdigit() for p in item.split("-"))):
+                lo, _, hi = item.partition("-")
+                ids = tuple(range(int(lo), int(hi or lo) + 1))
+                if ids[-1] >= len(labels):
+                    raise SlidewinError(f"class index {ids[-1]} out of range (model has {len(labels)} labels)")
+                if len(ids) == 1:
+                    names.append(labels[ids[0]])
+                else:
+                    names.append(f"{labels[ids[0]]}..{labels[ids[-1]]}")
+                columns.append(ids)
+            elif item.lower() in groups:
+                names.append(item.lower())
+                columns.append(groups[item.lower()])
+            elif item.lower() in lower:
+                i = lower[item.lower()]
+                names.append(labels[i])
+                columns.append((i,))
+            else:
+                raise SlidewinError(f"unknown class {item!r}: not an index, a label of the model or a group name")
+        members = np.zeros((len(labels), len(columns)), np.float32)
+        for j, ids in enumerate(columns):
+            members[list(ids), j] = 1.0
+        return cls(tuple(names), members)

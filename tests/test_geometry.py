@@ -1,0 +1,131 @@
+"""Pyramid levels, window grids and coordinate mapping: tables of hand-computed cases."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from slidewin.geometry import (
+    box_iou, letterbox_params, level_window_boxes, plan_levels, to_image_coords, window_starts,
+)
+
+
+@pytest.mark.parametrize(
+    "length, window, step, expected",
+    [
+        (224, 224, 32, [0]),                       # exactly one window
+        (100, 224, 32, [0]),                       # image smaller than the window
+        (288, 224, 32, [0, 32, 64]),               # grid ends flush with the edge
+        (300, 224, 32, [0, 32, 64, 76]),           # last window snapped to the edge
+        (256, 224, 48, [0, 32]),                   # step larger than the slack: one step, snapped
+        (240, 224, 16, [0, 16]),
+        (10, 4, 3, [0, 3, 6]),
+        (11, 4, 3, [0, 3, 6, 7]),
+        (100, 40, 25.5, [0, 26, 51, 60]),          # fractional step rounds to whole pixels
+    ],
+)
+def test_window_starts_table(length, window, step, expected):
+    np.testing.assert_array_equal(window_starts(length, window, step), expected)
+
+
+@given(st.integers(1, 3000), st.integers(1, 500), st.floats(0.5, 300))
+def test_window_starts_cover_the_extent(length, window, step):
+    s = window_starts(length, window, step)
+    assert s.dtype == np.int64
+    assert s[0] == 0 and np.all(np.diff(s) > 0)
+    assert s[-1] == max(length - window, 0)
+    assert np.all(np.diff(s) <= np.ceil(step))   # no gap larger than a step
+
+
+@pytest.mark.parametrize("bad", [(0, 4, 1), (4, 0, 1), (4, 4, 0)])
+def test_window_starts_rejects_bad_arguments(bad):
+    with pytest.raises(ValueError):
+        window_starts(*bad)
+
+
+def test_plan_levels_square_window_on_640x480():
+    # window 224 = input 224: level 0 is the image itself; each next level is 1/1.5 smaller.
+    levels = plan_levels((480, 640), (224, 224), [(224, 224)], step=32, scale=1.5)
+
+    sizes = [lv.size_hw for lv in levels]
+    # 480/1.5 = 320, 640/1.5 = 426.67 -> 427; 480/2.25 = 213.3 < 224 stops the pyramid.
+    assert sizes == [(480, 640), (320, 427)]
+    lv0 = levels[0]
+    np.testing.assert_array_equal(lv0.xs, [0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416])
+    np.testing.assert_array_equal(lv0.ys, [0, 32, 64, 96, 128, 160, 192, 224, 256])
+    assert lv0.num_windows == 14 * 9
+    np.testing.assert_array_equal(levels[1].xs, [0, 32, 64, 96, 128, 160, 192, 203])
+    np.testing.assert_array_equal(levels[1].ys, [0, 32, 64, 96])
+
+
+def test_plan_levels_window_smaller_than_input_upsamples():
+    # A 112 px window on a 224-input classifier: the image is enlarged 2x.
+    (lv,) = plan_levels((112, 112), (224, 224), [(112, 112)], step=32, scale=2.0)
+    assert lv.size_hw == (224, 224) and lv.scale_xy == (2.0, 2.0)
+
+
+def test_plan_levels_non_square_window_scales_axes_separately():
+    # ROI 200 wide x 150 high -> fx = 224/200, fy = 224/150.
+    (lv,) = plan_levels((150, 400), (224, 224), [(150, 200)], step=32, scale=1.5)
+    assert lv.size_hw == (224, 448)
+    assert lv.scale_xy == pytest.approx((448 / 400, 224 / 150))
+
+
+def test_plan_levels_image_smaller_than_window_gives_one_window_covering_it():
+    levels = plan_levels((100, 150), (224, 224), [(224, 224)], step=32, scale=1.5)
+    assert len(levels) == 1
+    (lv,) = levels
+    assert lv.size_hw == (224, 224) and lv.num_windows == 1
+    boxes = to_image_coords(level_window_boxes(lv, (224, 224)), lv.scale_xy, (100, 150))
+    np.testing.assert_allclose(boxes, [[0, 0, 150, 100]], atol=1e-4)
+
+
+def test_level_boxes_map_back_to_original_pixels():
+    (lv, *_) = plan_levels((480, 640), (224, 224), [(224, 224)], step=32, scale=1.5)
+    boxes = level_window_boxes(lv, (224, 224))
+    assert boxes.shape == (lv.num_windows, 4)
+    np.testing.assert_array_equal(boxes[0], [0, 0, 224, 224])
+    np.testing.assert_array_equal(boxes[-1], [416, 256, 640, 480])   # snapped to both edges
+    # Row-major: the second box moves along x.
+    np.testing.assert_array_equal(boxes[1], [32, 0, 256, 224])
+
+
+@pytest.mark.parametrize(
+    "xyxy, scale_xy, image_hw, expected",
+    [
+        ([[0, 0, 224, 224]], (0.5, 0.5), (480, 640), [[0, 0, 448, 448]]),
+        ([[10, 20, 30, 40]], (2.0, 4.0), (100, 100), [[5, 5, 15, 10]]),
+        ([[200, 100, 300, 300]], (1.0, 1.0), (250, 250), [[200, 100, 250, 250]]),   # clipped
+    ],
+)
+def test_to_image_coords_table(xyxy, scale_xy, image_hw, expected):
+    np.testing.assert_allclose(to_image_coords(np.array(xyxy, float), scale_xy, image_hw), expected)
+
+
+@pytest.mark.parametrize(
+    "image_hw, canvas_hw, expected",
+    [
+        ((480, 640), (800, 800), (1.25, 0, 100)),     # wide: fills the width, padded top/bottom
+        ((640, 480), (800, 800), (1.25, 100, 0)),     # tall
+        ((100, 100), (800, 800), (8.0, 0, 0)),        # square, enlarged
+        ((1000, 2000), (512, 512), (0.256, 0, 128)),
+    ],
+)
+def test_letterbox_params_table(image_hw, canvas_hw, expected):
+    s, px, py = letterbox_params(image_hw, canvas_hw)
+    assert (s, px, py) == pytest.approx(expected)
+
+
+boxes = st.tuples(st.floats(0, 500), st.floats(0, 500), st.floats(1, 300), st.floats(1, 300)).map(
+    lambda t: [t[0], t[1], t[0] + t[2], t[1] + t[3]]
+)
+
+
+@given(st.lists(boxes, min_size=1, max_size=8), st.lists(boxes, min_size=1, max_size=8))
+def test_box_iou_symmetric_and_bounded(a, b):
+    a, b = np.array(a), np.array(b)
+    ab, ba = box_iou(a, b), box_iou(b, a)
+    assert ab.shape == (len(a), len(b))
+    np.testing.assert_allclose(ab, ba.T)
+    assert np.all((ab >= 0) & (ab <= 1 + 1e-12))
+    np.testing.assert_allclose(np.diag(box_iou(a, a)), 1.0)
