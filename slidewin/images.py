@@ -137,8 +137,12 @@ def save_image(path: str | Path, rgb: np.ndarray, quality: int = 92) -> None:
     """Write a uint8 RGB image (format from the suffix)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(p.suffix or ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    suffix = p.suffix.lower() or ".jpg"
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix in (".jpg", ".jpeg") else []
+    try:
+        ok, buf = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    except cv2.error:
+        ok = False
     if not ok:
-        raise ImageError("cannot encode image for writing", p)
+        raise ImageError(f"cannot write an image with suffix {suffix!r} (use .jpg or .png)", p)
     p.write_bytes(buf.tobytes())

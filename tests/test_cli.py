@@ -1,0 +1,198 @@
+"""CLI smoke tests through main([...]), and one real subprocess for the console entry point."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from slidewin.cli import main
+from slidewin.geometry import box_iou
+from slidewin.model_meta import ModelKind, ModelMeta, write_metadata
+from slidewin_export.demo_scene import paste, synthetic_background
+
+CAT_IDS = range(281, 286)
+
+
+def save_rgb(path: Path, rgb: np.ndarray) -> Path:
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return path
+
+
+@pytest.fixture(scope="module")
+def chelsea(tmp_path_factory):
+    from skimage import data
+
+    return save_rgb(tmp_path_factory.mktemp("img") / "chelsea.jpg", data.chelsea())
+
+
+def one_line_error(capsys, code, *needles):
+    out, err = capsys.readouterr()
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert str(n) in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def test_classify_names_a_cat(effnet_onnx, chelsea, capsys):
+    assert main(["classify", str(chelsea), "--model", str(effnet_onnx), "--top-k", "3"]) == 0
+    out = capsys.readouterr().out
+    names = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat", "Egyptian Mau"}
+    assert any(n in out for n in names), out
+
+
+def test_detect_finds_a_photo_pasted_into_a_scene(effnet_onnx, tmp_path, capsys):
+    from skimage import data
+
+    scene = synthetic_background((560, 900), seed=7)
+    cat_box = (380, 120, 830, 420)          # a different place and size from the packaged demo
+    paste(scene, data.chelsea(), cat_box)
+    image = save_rgb(tmp_path / "scene.jpg", scene)
+    out_img, out_json = tmp_path / "o.jpg", tmp_path / "o.json"
+    code = main(["detect", str(image), "--model", str(effnet_onnx), "--classes", "cat",
+                 "--out", str(out_img), "--json", str(out_json)])
+    assert code == 0
+    record = json.loads(out_json.read_text())
+    assert (record["width"], record["height"]) == (900, 560)
+    assert set(record) >= {"image", "width", "height", "model", "detections"}
+    dets = record["detections"]
+    assert dets, "no detection"
+    # Found = the strongest detection is a cat, and a cat box overlaps the photo at IoU >= 0.5
+    # (the usual recall criterion; sliding windows also fire on parts of a close-up cat).
+    assert max(dets, key=lambda d: d["score"])["label"] == "cat"
+    cats = np.array([d["xyxy"] for d in dets if d["label"] == "cat"])
+    assert box_iou(cats, np.array([cat_box])).max() >= 0.5, dets
+    drawn = cv2.imread(str(out_img))
+    assert drawn.shape == (560, 900, 3)
+    assert "wrote image" in capsys.readouterr().out
+
+
+def test_detect_json_to_stdout(effnet_onnx, chelsea, capsys):
+    assert main(["detect", str(chelsea), "--model", str(effnet_onnx), "--json", "-", "--classes", "cat"]) == 0
+    out = capsys.readouterr().out
+    record = json.loads(out)
+    assert record["detections"] and record["detections"][0]["label"] == "cat"
+    x1, y1, x2, y2 = record["detections"][0]["xyxy"]
+    assert 0 <= x1 < x2 <= record["width"] and 0 <= y1 < y2 <= record["height"]
+
+
+def test_demo_writes_image_and_json(effnet_onnx, tmp_path, capsys):
+    code = main(["demo", "--model", str(effnet_onnx), "--out-dir", str(tmp_path)])
+    assert code == 0
+    record = json.loads((tmp_path / "demo.json").read_text())
+    labels = {d["label"] for d in record["detections"]}
+    assert "cat" in labels and "cup" in labels, record["detections"]
+    assert (tmp_path / "demo.jpg").stat().st_size > 10_000
+    assert str(tmp_path / "demo.json") in capsys.readouterr().out
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+def bad_images(tmp: Path) -> dict[str, Path]:
+    good = cv2.imencode(".jpg", np.full((64, 64, 3), 90, np.uint8))[1].tobytes()
+    (tmp / "bytes.jpg").write_bytes(b"\x00\x01garbage" * 50)
+    (tmp / "cut.jpg").write_bytes(good[:-60])
+    cv2.imwrite(str(tmp / "gray.png"), np.zeros((32, 32), np.uint8))
+    cv2.imwrite(str(tmp / "rgba.png"), np.zeros((32, 32, 4), np.uint8))
+    cv2.imwrite(str(tmp / "deep.png"), np.zeros((32, 32, 3), np.uint16))
+    return {
+        "missing": tmp / "missing.jpg", "non-image": tmp / "bytes.jpg", "truncated": tmp / "cut.jpg",
+        "grayscale": tmp / "gray.png", "rgba": tmp / "rgba.png", "16-bit": tmp / "deep.png",
+    }
+
+
+@pytest.mark.parametrize("command", ["detect", "classify"])
+@pytest.mark.parametrize("case", ["missing", "non-image", "truncated", "grayscale", "rgba", "16-bit"])
+def test_bad_image_is_one_line_and_nonzero(effnet_onnx, tmp_path, capsys, command, case):
+    path = bad_images(tmp_path)[case]
+    code = main([command, str(path), "--model", str(effnet_onnx)])
+    one_line_error(capsys, code, path)
+
+
+def tiny_model(path: Path, input_shape, elem=TensorProto.UINT8, meta: bool = True, kind=ModelKind.CLASSIFIER):
+    """A real (tiny) ONNX model: mean colour -> 4-way softmax, with or without slidewin metadata."""
+    x = helper.make_tensor_value_info("image", elem, input_shape)
+    y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 4])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3, 4], np.arange(12, dtype=np.float32) / 100)
+    nodes = [helper.make_node("Cast", ["image"], ["xf"], to=TensorProto.FLOAT)]
+    if len(input_shape) == 4:  # average every axis but batch and channels (valid for NHWC and NCHW)
+        axes = [2, 3] if input_shape[1] == 3 else [1, 2]
+        nodes.append(helper.make_node("ReduceMean", ["xf"], ["m"], axes=axes, keepdims=0))
+    else:
+        nodes.append(helper.make_node("Identity", ["xf"], ["m"]))
+    nodes += [
+        helper.make_node("MatMul", ["m", "w"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    graph = helper.make_graph(nodes, "tiny", [x], [y], initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if meta:
+        write_metadata(model, ModelMeta(kind=kind, input_hw=(32, 32), labels=("a", "b", "c", "d"),
+                                        label_set="custom", weights="random", architecture="tiny",
+                                        source_framework="onnx.helper"))
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("nchw", "expected (N, H, W, 3)"),
+        ("rank2", "rank 2"),
+        ("int32", "expected uint8 or float"),
+        ("no-metadata", "not a slidewin model"),
+        ("not-onnx", "not an ONNX model"),
+        ("missing", "no such model file"),
+    ],
+)
+def test_bad_model_is_one_line_and_nonzero(tmp_path, chelsea, capsys, case, needle):
+    p = tmp_path / f"{case}.onnx"
+    if case == "nchw":
+        tiny_model(p, ["N", 3, 32, 32])
+    elif case == "rank2":
+        tiny_model(p, ["N", 3])
+    elif case == "int32":
+        tiny_model(p, ["N", 32, 32, 3], elem=TensorProto.INT32)
+    elif case == "no-metadata":
+        tiny_model(p, ["N", 32, 32, 3], meta=False)
+    elif case == "not-onnx":
+        p.write_bytes(b"definitely not protobuf" * 10)
+    code = main(["detect", str(chelsea), "--model", str(p)])
+    one_line_error(capsys, code, p, needle)
+
+
+def test_tiny_valid_model_runs_end_to_end(tmp_path, chelsea, capsys):
+    """The runtime accepts any model honouring the contract, not only the exported ones."""
+    p = tiny_model(tmp_path / "tiny.onnx", ["N", 32, 32, 3])
+    assert main(["detect", str(chelsea), "--model", str(p), "--window", "64", "--min-score", "0"]) == 0
+    assert "detection(s)" in capsys.readouterr().out
+
+
+def test_bad_options_are_one_line(effnet_onnx, chelsea, capsys):
+    code = main(["detect", str(chelsea), "--model", str(effnet_onnx), "--classes", "unicorn"])
+    one_line_error(capsys, code, "unknown class 'unicorn'")
+    code = main(["detect", str(chelsea), "--model", str(effnet_onnx), "--scale", "0.5"])
+    one_line_error(capsys, code, "scale")
+
+
+def test_console_script_missing_file_exits_nonzero_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "slidewin.cli", "classify", str(tmp_path / "x.jpg"),
+                           "--model", str(tmp_path / "m.onnx")], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_import_slidewin_pulls_in_no_training_framework():
+    code = "import sys, slidewin, slidewin.cli; slidewin.cli.build_parser(); " \
+           "bad = [m for m in ('tensorflow', 'torch', 'keras', 'tf2onnx') if m in sys.modules]; print(bad)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
