@@ -6,7 +6,7 @@
     dets = detector.detect(load_image("photo.jpg"))
     for box, score, name in zip(dets.xyxy, dets.scores, dets.label_names): ...
 
-No training framework is imported here: TensorFlow and torch live in ``slidewin_export``.
+NMS lives in ``slidewin.nms`` (``nms``, ``batched_nms``). No training framework is imported here: TensorFlow and torch live in ``slidewin_export``.
 """
 
 from slidewin.classifier import Classifier, Prediction
@@ -18,7 +18,6 @@ from slidewin.geometry import Level, plan_levels, to_image_coords, window_starts
 from slidewin.images import load_image, save_image
 from slidewin.loading import build_detector
 from slidewin.model_meta import ModelKind, ModelMeta
-from slidewin.nms import batched_nms, nms
 from slidewin.targets import Targets
 
 __version__ = "0.1.0"
@@ -27,5 +26,5 @@ __all__ = [
     "Classifier", "Prediction", "Detections", "DetectorConfig", "Mode", "RunStats", "SlidingWindowDetector",
     "draw_detections", "ImageError", "ModelError", "SlidewinError", "UntrainedModelError", "Level",
     "plan_levels", "to_image_coords", "window_starts", "load_image", "save_image", "build_detector",
-    "ModelKind", "ModelMeta", "batched_nms", "nms", "Targets", "__version__",
+    "ModelKind", "ModelMeta", "Targets", "__version__",
 ]
