@@ -28,8 +28,11 @@ def _window(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def _add_detector_args(p: argparse.ArgumentParser) -> None:
+def _add_detector_args(p: argparse.ArgumentParser, classes_default: str | None = None) -> None:
     g = p.add_argument_group("sliding window")
+    g.add_argument("--mode", choices=["patch", "dense"], default="patch",
+                   help="patch: classify every window crop; dense: one fully-convolutional pass per "
+                        "pyramid level, same windows at the network stride (default patch)")
     g.add_argument("--window", type=_window, action="extend", metavar="WxH",
                    help="window size(s) in image pixels, e.g. 224 or 200x150 (repeat or comma-separate "
                         "for several; default: the classifier's input size)")
@@ -39,9 +42,9 @@ def _add_detector_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-levels", type=int, default=None, help="at most this many pyramid levels")
     g.add_argument("--min-score", type=float, default=0.5, help="minimum class score to keep a window (default 0.5)")
     g.add_argument("--iou", type=float, default=0.3, help="NMS IoU threshold (default 0.3)")
-    g.add_argument("--classes", default=None,
+    g.add_argument("--classes", default=classes_default,
                    help="what to detect: label indices (281), ranges (281-285), label names, group names "
-                        "(cat) or 'coco' for every COCO group (default: every label)")
+                        f"(cat) or 'coco' for every COCO group (default: {classes_default or 'every label'})")
     g.add_argument("--batch-size", type=int, default=16, help="windows per inference call (default 16)")
     _add_common(p)
 
@@ -75,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_detector_args(p)
     p.set_defaults(func=cmd_detect)
 
+    p = sub.add_parser("compare", help="patch-based against region-proposal detection on one image")
+    p.add_argument("image", type=Path)
+    p.add_argument("--classifier", type=Path, required=True, help="classifier ONNX (slid over the image)")
+    p.add_argument("--frcnn", type=Path, required=True, help="region-proposal ONNX (slidewin export frcnn-...)")
+    p.add_argument("--out", type=Path, default=None, help="write the side-by-side picture here")
+    p.add_argument("--json", type=Path, default=None, help="write both results and timings as JSON here")
+    _add_detector_args(p, classes_default="coco")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("demo", help="export the offline default model if needed and detect in a sample scene")
     p.add_argument("--model", type=Path, default=DEFAULT_DEMO_MODEL,
                    help=f"classifier to use; exported here first if missing (default {DEFAULT_DEMO_MODEL})")
@@ -95,7 +107,7 @@ def _detector_config(args):
         return DetectorConfig(
             windows_hw=tuple(args.window) if args.window else None,
             step=args.stride, scale=args.scale, max_levels=args.max_levels, min_score=args.min_score,
-            iou=args.iou, batch_size=args.batch_size,
+            iou=args.iou, batch_size=args.batch_size, mode=args.mode,
         )
     except ValueError as e:
         raise SlidewinError(str(e)) from None
@@ -121,6 +133,9 @@ def run_detect(image_path: Path, model_path: Path, config, classes, device: str,
     from slidewin.loading import build_detector
 
     detector = build_detector(model_path, config=config, classes=classes, device=device)
+    if detector.meta.is_random:
+        print(f"note: {model_path} has untrained (random) weights: its detections mean nothing "
+              "(fine for timing)", file=sys.stderr)
     t0 = time.perf_counter()
     image = load_image(image_path, convert=convert)
     decode = time.perf_counter() - t0
@@ -137,12 +152,7 @@ def run_detect(image_path: Path, model_path: Path, config, classes, device: str,
     if out is not None:
         save_image(out, draw_detections(image, dets))
     if json_path is not None:
-        text = json.dumps(record, indent=2)
-        if str(json_path) == "-":
-            print(text)
-        else:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(text + "\n")
+        _write_json(json_path, record)
     return record
 
 
@@ -164,6 +174,66 @@ def cmd_detect(args) -> int:
         if path is not None and str(path) != "-":
             print(f"wrote {what}: {path}", file=sys.stderr if str(args.json) == "-" else sys.stdout)
     return 0
+
+
+def cmd_compare(args) -> int:
+    from slidewin.compare import compare_table, run_compare, side_by_side
+    from slidewin.images import load_image, save_image
+    from slidewin.loading import build_detector
+    from slidewin.model_meta import ModelKind
+
+    config = _detector_config(args)
+    patch = build_detector(args.classifier, config=config, classes=args.classes, device=args.device)
+    if patch.meta.kind is not ModelKind.CLASSIFIER:
+        raise SlidewinError("--classifier must be a classifier model", args.classifier)
+    # A fair race: the region-proposal model looks only for the categories the classifier can name.
+    frcnn = build_detector(args.frcnn, config=config, device=args.device)
+    if frcnn.meta.kind is not ModelKind.REGION_PROPOSAL:
+        raise SlidewinError("--frcnn must be a region-proposal model", args.frcnn)
+    shared = [n for n in patch.labels if n in frcnn.labels]
+    if shared and len(shared) < len(frcnn.labels):
+        frcnn = build_detector(args.frcnn, config=config, classes=shared, device=args.device)
+    t0 = time.perf_counter()
+    image = load_image(args.image, convert=args.convert)
+    decode = time.perf_counter() - t0
+    results = run_compare(image, {"patch (" + patch.meta.architecture + ")": patch,
+                                  "region proposals (" + frcnn.meta.architecture + ")": frcnn})
+    headers, rows = compare_table(results, decode)
+    h, w = image.shape[:2]
+    print(f"{args.image} ({w}x{h}); Faster R-CNN limited to the {len(shared)} categories the classifier can name")
+    from slidewin.report import markdown_table
+
+    print(markdown_table(headers, rows))
+    for r in results:
+        if r.meta.is_random:
+            print(f"note: {r.name} has untrained (random) weights: its scores are refused; "
+                  "counts and timings are still measured")
+    if args.out is not None:
+        save_image(args.out, side_by_side(image, results))
+        print(f"wrote image: {args.out}")
+    if args.json is not None:
+        payload = {
+            "image": str(args.image), "width": w, "height": h, "decode_seconds": round(decode, 4),
+            "detectors": [
+                {"name": r.name, "model": str(path), "weights": r.meta.weights, "evaluated": r.evaluated,
+                 "seconds": {k: round(v, 4) for k, v in r.stats.seconds.items()},
+                 "detections": [] if r.meta.is_random else r.detections.to_records(),
+                 "num_detections": len(r.detections)}
+                for r, path in zip(results, (args.classifier, args.frcnn))
+            ],
+        }
+        _write_json(args.json, payload)
+        print(f"wrote json: {args.json}")
+    return 0
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    text = json.dumps(payload, indent=2)
+    if str(path) == "-":
+        print(text)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
 
 
 def cmd_demo(args) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 
 from slidewin.classifier import Classifier
 from slidewin.detections import Detections
+from slidewin.errors import SlidewinError
 from slidewin.geometry import Level, level_window_boxes, plan_levels, to_image_coords
 from slidewin.nms import batched_nms
 from slidewin.targets import Targets
@@ -40,7 +41,11 @@ class DetectorConfig:
         max_levels: at most this many pyramid levels per window size.
         min_score: keep (window, target) pairs scoring at least this.
         iou: class-aware NMS IoU threshold.
-        batch_size: windows per inference call.
+        batch_size: windows per inference call (patch mode).
+        mode: ``patch`` crops every window and classifies the crops in batches; ``dense`` runs
+            the classifier's fully-convolutional form once per level (step = network stride).
+        align: round level sizes so windows tile them exactly (see `plan_levels`); dense mode
+            needs it, and with it both modes evaluate the same windows.
     """
 
     windows_hw: tuple[tuple[int, int], ...] | None = None
@@ -50,8 +55,13 @@ class DetectorConfig:
     min_score: float = 0.5
     iou: float = 0.3
     batch_size: int = 16
+    mode: Mode = Mode.PATCH
+    align: bool = True
 
     def __post_init__(self):
+        object.__setattr__(self, "mode", Mode(self.mode))
+        if self.mode is Mode.DENSE and not self.align:
+            raise ValueError("dense mode needs aligned levels (align=True)")
         if self.windows_hw is not None and not self.windows_hw or any(h < 8 or w < 8 for h, w in self.windows_hw or ()):
             raise ValueError(f"window sizes must be at least 8x8, got {self.windows_hw}")
         if not self.step > 0 or not self.scale > 1 or self.batch_size < 1:
@@ -91,7 +101,8 @@ def iter_window_batches(
 
     Yields:
         (crops, boxes): uint8 (B, in_h, in_w, 3) crops and float32 (B, 4) their boxes in
-        original-image pixels; B == batch_size except for the last batch.
+        original-image pixels; B == batch_size except for the last batch. The two arrays are
+        reused for the next batch (no per-batch allocation): copy what must outlive the step.
     """
     in_h, in_w = input_hw
     buf = np.empty((batch_size, in_h, in_w, 3), np.uint8)
@@ -133,15 +144,31 @@ class SlidingWindowDetector:
         self.classifier = classifier
         self.targets = targets or Targets.all_labels(classifier.labels)
         self.config = config or DetectorConfig()
+        self.dense = None
+        if self.config.mode is Mode.DENSE:
+            from slidewin.dense import DenseClassifier
+
+            stride = classifier.meta.feature_stride
+            if not stride:
+                raise SlidewinError("dense mode needs the model's feature_stride in its metadata", classifier.path)
+            if self.config.step != stride:
+                raise SlidewinError(f"dense mode steps by the network stride: --stride must be {stride}, "
+                                    f"got {self.config.step:g}")
+            self.dense = DenseClassifier(classifier)
 
     @property
     def labels(self) -> tuple[str, ...]:
         return self.targets.names
 
+    @property
+    def meta(self):
+        """The classifier's `ModelMeta`."""
+        return self.classifier.meta
+
     def plan(self, image_hw: tuple[int, int]) -> list[Level]:
         c = self.config
         windows = list(c.windows_hw or (self.classifier.input_hw,))
-        return plan_levels(image_hw, self.classifier.input_hw, windows, c.step, c.scale, c.max_levels)
+        return plan_levels(image_hw, self.classifier.input_hw, windows, c.step, c.scale, c.max_levels, c.align)
 
     def detect(self, image: np.ndarray) -> Detections:
         """Detect in a uint8 RGB (H, W, 3) image; boxes in its pixels."""
@@ -154,9 +181,7 @@ class SlidingWindowDetector:
         levels = self.plan(image.shape[:2])
         stats.levels = len(levels)
         cand_boxes, cand_scores, cand_ids = [], [], []
-        for crops, boxes in iter_window_batches(image, levels, self.classifier.input_hw, c.batch_size, stats):
-            t0 = time.perf_counter()
-            probs = self.classifier.predict(crops)
+        for probs, boxes in self._window_probabilities(image, levels, stats):
             t1 = time.perf_counter()
             scores = self.targets.score(probs)
             win, cls = np.nonzero(scores >= c.min_score)
@@ -164,8 +189,7 @@ class SlidingWindowDetector:
                 cand_boxes.append(boxes[win])
                 cand_scores.append(scores[win, cls])
                 cand_ids.append(cls)
-            stats.windows += len(crops)
-            stats.seconds["inference"] += t1 - t0
+            stats.windows += len(probs)
             stats.seconds["scoring"] += time.perf_counter() - t1
         t0 = time.perf_counter()
         if cand_boxes:
@@ -177,3 +201,33 @@ class SlidingWindowDetector:
         dets = dets[batched_nms(dets.xyxy, dets.scores, dets.class_ids, c.iou)]
         stats.seconds["nms"] += time.perf_counter() - t0
         return dets, stats
+
+    def _window_probabilities(self, image: np.ndarray, levels: list[Level],
+                              stats: RunStats) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(probabilities (B, num_labels), boxes (B, 4) in image pixels) for every window.
+
+        Patch mode yields fixed-size batches of crops run through the classifier; dense mode
+        yields one level at a time from the fully-convolutional pass. The windows are the same.
+        """
+        if self.dense is None:
+            for crops, boxes in iter_window_batches(image, levels, self.classifier.input_hw,
+                                                    self.config.batch_size, stats):
+                t0 = time.perf_counter()
+                probs = self.classifier.predict(crops)
+                stats.seconds["inference"] += time.perf_counter() - t0
+                yield probs, boxes
+            return
+        input_hw = self.classifier.input_hw
+        for level in levels:
+            t0 = time.perf_counter()
+            resized = resize_level(image, level)
+            boxes = to_image_coords(level_window_boxes(level, input_hw), level.scale_xy, image.shape[:2])
+            t1 = time.perf_counter()
+            pmap = self.dense.predict_map(resized)
+            stats.seconds["pyramid"] += t1 - t0
+            stats.seconds["inference"] += time.perf_counter() - t1
+            if pmap.shape[:2] != (len(level.ys), len(level.xs)):
+                raise SlidewinError(
+                    f"dense model gave a {pmap.shape[0]}x{pmap.shape[1]} map for a level with "
+                    f"{len(level.ys)}x{len(level.xs)} windows", self.classifier.path)
+            yield pmap.reshape(-1, pmap.shape[2]), boxes

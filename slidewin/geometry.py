@@ -81,6 +81,7 @@ def plan_levels(
     step: float,
     scale: float = 1.5,
     max_levels: int | None = None,
+    align: bool = False,
 ) -> list[Level]:
     """The pyramid levels and window grids for one image.
 
@@ -99,10 +100,17 @@ def plan_levels(
             stride for dense mode).
         scale: pyramid factor between levels (> 1).
         max_levels: at most this many pyramid levels per window size.
+        align: round each level's size to ``input + k * step`` (integer ``step`` only), so that
+            the windows tile it exactly with no snapped last window. This is the grid a
+            fully-convolutional pass computes (one output cell per ``step`` pixels), so patch
+            and dense modes then evaluate identical windows. It changes each axis' scale by at
+            most ``step / 2`` pixels over the level's size.
 
     Returns:
         The levels, largest first within each window size.
     """
+    if align and step != int(step):
+        raise ValueError(f"aligned levels need a whole-pixel step, got {step}")
     h, w = image_hw
     in_h, in_w = input_hw
     if h < 1 or w < 1:
@@ -117,6 +125,9 @@ def plan_levels(
                     break
                 # Image smaller than the window: stretch that axis so one window covers it all.
                 lw, lh = max(lw, in_w), max(lh, in_h)
+            if align:
+                lw = in_w + round((lw - in_w) / step) * int(step)
+                lh = in_h + round((lh - in_h) / step) * int(step)
             levels.append(
                 Level(
                     size_hw=(lh, lw),

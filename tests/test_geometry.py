@@ -58,6 +58,19 @@ def test_plan_levels_square_window_on_640x480():
     np.testing.assert_array_equal(levels[1].ys, [0, 32, 64, 96])
 
 
+def test_plan_levels_aligned_tiles_exactly_with_the_stride():
+    # 640 = 224 + 13 * 32 already; 480 = 224 + 8 * 32. Level 1: 427 -> 224 + round(203/32)*32 = 416,
+    # 320 -> 224 + 3 * 32 = 320.
+    levels = plan_levels((480, 640), (224, 224), [(224, 224)], step=32, scale=1.5, align=True)
+    assert [lv.size_hw for lv in levels] == [(480, 640), (320, 416)]
+    for lv in levels:
+        assert np.all(np.diff(lv.xs) == 32) and np.all(np.diff(lv.ys) == 32)
+        assert lv.xs[-1] + 224 == lv.size_hw[1] and lv.ys[-1] + 224 == lv.size_hw[0]
+    assert levels[1].scale_xy == pytest.approx((416 / 640, 320 / 480))
+    with pytest.raises(ValueError, match="whole-pixel step"):
+        plan_levels((480, 640), (224, 224), [(224, 224)], step=17.5, align=True)
+
+
 def test_plan_levels_window_smaller_than_input_upsamples():
     # A 112 px window on a 224-input classifier: the image is enlarged 2x.
     (lv,) = plan_levels((112, 112), (224, 224), [(112, 112)], step=32, scale=2.0)

@@ -1,0 +1,223 @@
+"""Dense (fully-convolutional) classifiers: one pass per pyramid level instead of one per window.
+
+OverFeat's observation (Sermanet et al. 2013): a CNN classifier whose head is global average
+pooling + a dense layer computes, for a window, ``softmax(W @ mean(F[window]) + b)`` where F is
+its last feature map. Replacing the global pool by an average pool of the feature-map size the
+network was trained at (7x7 for 224 px at stride 32), with stride 1, and the dense layer by the
+equivalent 1x1 convolution, gives one class-probability vector per window position at the
+network's stride, for all windows of an image at once, sharing the convolutions.
+
+The rewrite works on any slidewin classifier whose graph ends in
+``GlobalAveragePool -> (Reshape|Squeeze|Flatten)* -> MatMul [+ Add] | Gemm -> Softmax``
+(both exporters produce that). It is done once and cached beside the model (or in
+``~/.cache/slidewin`` when that folder is read-only), keyed by the model's sha256.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from slidewin.errors import ModelError
+from slidewin.model_meta import ModelMeta, sha256_of, write_metadata
+
+OUTPUT_NAME = "probability_map"
+_PASS_THROUGH = {"Reshape", "Squeeze", "Flatten", "Identity"}
+_SOURCE_KEY = "dense_source_sha256"
+
+
+def _producers(graph) -> dict:
+    return {out: node for node in graph.node for out in node.output}
+
+
+def _constant(graph, name: str) -> np.ndarray | None:
+    from onnx import numpy_helper
+
+    for t in graph.initializer:
+        if t.name == name:
+            return numpy_helper.to_array(t)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            return numpy_helper.to_array(node.attribute[0].t)
+    return None
+
+
+def _find_head(graph, output_name: str):
+    """(GlobalAveragePool node, weight (C, K), bias (K,), nodes of the head) or raise ModelError."""
+    prod = _producers(graph)
+    softmax = prod.get(output_name)
+    if softmax is None or softmax.op_type != "Softmax":
+        raise ModelError("dense mode needs a graph ending in Softmax")
+    head = [softmax]
+    node = prod.get(softmax.input[0])
+    bias = None
+    if node is not None and node.op_type == "Add":
+        head.append(node)
+        a, b = node.input
+        bias = _constant(graph, b)
+        if bias is None:
+            a, b = b, a
+            bias = _constant(graph, b)
+        node = prod.get(a)
+    if node is None or node.op_type not in ("MatMul", "Gemm"):
+        raise ModelError("dense mode needs a dense (MatMul/Gemm) layer before the Softmax")
+    head.append(node)
+    weight = _constant(graph, node.input[1])
+    if weight is None:
+        raise ModelError("dense mode needs the dense layer's weights as constants")
+    if node.op_type == "Gemm":
+        attrs = {a.name: a for a in node.attribute}
+        if "transA" in attrs and attrs["transA"].i:
+            raise ModelError("dense mode does not support Gemm with transA")
+        if "transB" in attrs and attrs["transB"].i:
+            weight = weight.T
+        alpha = attrs["alpha"].f if "alpha" in attrs else 1.0
+        beta = attrs["beta"].f if "beta" in attrs else 1.0
+        weight = weight * alpha
+        if len(node.input) > 2:
+            c = _constant(graph, node.input[2])
+            bias = (0 if bias is None else bias) + beta * c
+    k = weight.shape[1]
+    bias = np.zeros(k, np.float32) if bias is None else np.broadcast_to(bias, (k,))
+    node = prod.get(node.input[0])
+    while node is not None and node.op_type in _PASS_THROUGH:
+        head.append(node)
+        node = prod.get(node.input[0])
+    if node is None or node.op_type != "GlobalAveragePool":
+        raise ModelError("dense mode needs global average pooling before the dense layer")
+    head.append(node)
+    return node, weight.astype(np.float32), bias.astype(np.float32), head
+
+
+def _feature_hw(model, feature_name: str, meta: ModelMeta) -> tuple[int, int]:
+    """Spatial size of the last feature map at the trained input size (7x7 for ResNet50 at 224)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    for vi in inferred.graph.value_info:
+        if vi.name == feature_name:
+            dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+            if len(dims) == 4 and dims[2] > 0 and dims[3] > 0:
+                return dims[2], dims[3]
+    if meta.feature_stride:
+        return meta.input_hw[0] // meta.feature_stride, meta.input_hw[1] // meta.feature_stride
+    raise ModelError("cannot tell the feature-map size (no shape information, no feature_stride)")
+
+
+def make_dense(model, meta: ModelMeta, source_sha256: str = ""):
+    """Rewrite a slidewin classifier (``onnx.ModelProto``) into its dense form, in place.
+
+    The result takes ``image`` uint8 (N, H, W, 3) of any size that is the trained size plus a
+    multiple of the stride, and returns ``probability_map`` float32 (N, rows, cols, K): cell
+    (i, j) is the classifier's output for the window at ``(j * stride, i * stride)``.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    gap, weight, bias, head = _find_head(graph, graph.output[0].name)
+    feature = gap.input[0]
+    fh, fw = _feature_hw(model, feature, meta)
+    c, k = weight.shape
+    drop = {id(n) for n in head}
+    kept = [n for n in graph.node if id(n) not in drop]
+    w_name, b_name = "slidewin_dense/weight", "slidewin_dense/bias"
+    graph.initializer.extend([
+        numpy_helper.from_array(np.ascontiguousarray(weight.T).reshape(k, c, 1, 1), w_name),
+        numpy_helper.from_array(bias, b_name),
+    ])
+    new = [
+        helper.make_node("AveragePool", [feature], ["slidewin_dense/pooled"], kernel_shape=[fh, fw],
+                         strides=[1, 1], name="slidewin_dense/pool"),
+        helper.make_node("Conv", ["slidewin_dense/pooled", w_name, b_name], ["slidewin_dense/logits"],
+                         kernel_shape=[1, 1], name="slidewin_dense/conv1x1"),
+        helper.make_node("Softmax", ["slidewin_dense/logits"], ["slidewin_dense/probs"], axis=1,
+                         name="slidewin_dense/softmax"),
+        helper.make_node("Transpose", ["slidewin_dense/probs"], [OUTPUT_NAME], perm=[0, 2, 3, 1],
+                         name="slidewin_dense/to_nhwc"),
+    ]
+    del graph.node[:]
+    graph.node.extend(kept + new)
+    # Drop initializers nobody reads any more (the old dense weights).
+    used = {i for n in graph.node for i in n.input}
+    keep_init = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep_init)
+    inp = graph.input[0]
+    dims = inp.type.tensor_type.shape.dim
+    dims[1].Clear()
+    dims[1].dim_param = "height"
+    dims[2].Clear()
+    dims[2].dim_param = "width"
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", "rows", "cols", k]))
+    del graph.value_info[:]
+    extra = dict(meta.extra, dense="true", dense_pool=f"{fh}x{fw}", **{_SOURCE_KEY: source_sha256})
+    write_metadata(model, replace(meta, extra=extra))
+    return model
+
+
+def dense_model_path(path: Path, sha: str) -> Path:
+    """Where the dense form of ``path`` is cached: beside it, or in ~/.cache/slidewin if read-only."""
+    beside = path.with_name(path.stem + ".dense.onnx")
+    if os.access(path.parent, os.W_OK):
+        return beside
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "slidewin"
+    return cache / f"{path.stem}-{sha[7:23]}.dense.onnx"
+
+
+def ensure_dense_model(path: str | Path, meta: ModelMeta) -> Path:
+    """The dense form of a classifier, rewritten on first use and cached (atomically written)."""
+    import onnx
+
+    path = Path(path)
+    sha = sha256_of(path)
+    target = dense_model_path(path, sha)
+    if target.exists():
+        try:
+            props = {p.key: p.value for p in onnx.load(str(target), load_external_data=False).metadata_props}
+            if props.get(_SOURCE_KEY) == sha:
+                return target
+        except Exception:
+            pass  # unreadable or stale cache: rebuild it
+    model = make_dense(onnx.load(str(path)), meta, sha)
+    onnx.checker.check_model(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=target.parent)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+class DenseClassifier:
+    """The dense form of a `Classifier`: one pass over a pyramid level gives every window's probabilities.
+
+    Args:
+        classifier: a slidewin classifier; its dense form is built (or read from the cache) here
+            and opened on the same execution provider.
+    """
+
+    def __init__(self, classifier):
+        from slidewin.session import create_session
+
+        self.classifier = classifier
+        self.path = ensure_dense_model(classifier.path, classifier.meta)
+        device = "cuda" if "CUDAExecutionProvider" in classifier.providers else "cpu"
+        self.session = create_session(self.path, device)
+        self.input_name = self.session.get_inputs()[0].name
+        self.input_dtype = classifier.input_dtype
+
+    def predict_map(self, level_image: np.ndarray) -> np.ndarray:
+        """uint8 (H, W, 3) level -> float32 (rows, cols, num_labels) window probabilities."""
+        x = level_image[None]
+        if x.dtype != self.input_dtype:
+            x = x.astype(self.input_dtype)
+        return self.session.run([OUTPUT_NAME], {self.input_name: x})[0][0]
