@@ -29,6 +29,13 @@ class Mode(str, Enum):
     DENSE = "dense"
 
 
+class Scoring(str, Enum):
+    """How window probabilities become target scores (see `Targets`)."""
+
+    GROUP_SUM = "group-sum"  # every target scores the sum of its members' probabilities
+    TOP1 = "top1"            # the tutorial's: only the top-1 label scores, for its own target
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     """Sliding-window parameters.
@@ -36,7 +43,8 @@ class DetectorConfig:
     Attributes:
         windows_hw: window sizes (height, width) in original-image pixels at the first level
             (None: one window of the classifier's input size).
-        step: distance between windows in classifier-input pixels (32 = ResNet50's stride).
+        step: distance between windows in classifier-input pixels (32 = ResNet50's stride),
+            or (step_y, step_x).
         scale: pyramid factor between levels.
         max_levels: at most this many pyramid levels per window size.
         min_score: keep (window, target) pairs scoring at least this.
@@ -49,7 +57,7 @@ class DetectorConfig:
     """
 
     windows_hw: tuple[tuple[int, int], ...] | None = None
-    step: float = 32.0
+    step: float | tuple[float, float] = 32.0
     scale: float = 1.5
     max_levels: int | None = None
     min_score: float = 0.5
@@ -57,14 +65,17 @@ class DetectorConfig:
     batch_size: int = 16
     mode: Mode = Mode.PATCH
     align: bool = True
+    scoring: Scoring = Scoring.GROUP_SUM
 
     def __post_init__(self):
         object.__setattr__(self, "mode", Mode(self.mode))
+        object.__setattr__(self, "scoring", Scoring(self.scoring))
         if self.mode is Mode.DENSE and not self.align:
             raise ValueError("dense mode needs aligned levels (align=True)")
         if self.windows_hw is not None and not self.windows_hw or any(h < 8 or w < 8 for h, w in self.windows_hw or ()):
             raise ValueError(f"window sizes must be at least 8x8, got {self.windows_hw}")
-        if not self.step > 0 or not self.scale > 1 or self.batch_size < 1:
+        steps = self.step if isinstance(self.step, tuple) else (self.step,)
+        if not all(st > 0 for st in steps) or not self.scale > 1 or self.batch_size < 1:
             raise ValueError("step must be > 0, scale > 1 and batch_size >= 1")
         if not 0 <= self.min_score <= 1 or not 0 < self.iou <= 1:
             raise ValueError("min_score must lie in [0, 1] and iou in (0, 1]")
@@ -177,13 +188,14 @@ class SlidingWindowDetector:
     def run(self, image: np.ndarray) -> tuple[Detections, RunStats]:
         """`detect`, plus what it did and how long each stage took."""
         c = self.config
+        score = self.targets.score_top1 if c.scoring is Scoring.TOP1 else self.targets.score
         stats = RunStats()
         levels = self.plan(image.shape[:2])
         stats.levels = len(levels)
         cand_boxes, cand_scores, cand_ids = [], [], []
         for probs, boxes in self._window_probabilities(image, levels, stats):
             t1 = time.perf_counter()
-            scores = self.targets.score(probs)
+            scores = score(probs)
             win, cls = np.nonzero(scores >= c.min_score)
             if len(win):
                 cand_boxes.append(boxes[win])

@@ -78,7 +78,7 @@ def plan_levels(
     image_hw: tuple[int, int],
     input_hw: tuple[int, int],
     windows_hw: list[tuple[int, int]],
-    step: float,
+    step: float | tuple[float, float],
     scale: float = 1.5,
     max_levels: int | None = None,
     align: bool = False,
@@ -97,7 +97,7 @@ def plan_levels(
         input_hw: classifier input (height, width), e.g. (224, 224).
         windows_hw: window sizes in original-image pixels at the first pyramid level.
         step: distance between windows in classifier-input pixels (e.g. 32; the network
-            stride for dense mode).
+            stride for dense mode), or (step_y, step_x).
         scale: pyramid factor between levels (> 1).
         max_levels: at most this many pyramid levels per window size.
         align: round each level's size to ``input + k * step`` (integer ``step`` only), so that
@@ -109,7 +109,8 @@ def plan_levels(
     Returns:
         The levels, largest first within each window size.
     """
-    if align and step != int(step):
+    step_y, step_x = step if isinstance(step, tuple) else (step, step)
+    if align and (step_x != int(step_x) or step_y != int(step_y)):
         raise ValueError(f"aligned levels need a whole-pixel step, got {step}")
     h, w = image_hw
     in_h, in_w = input_hw
@@ -126,15 +127,15 @@ def plan_levels(
                 # Image smaller than the window: stretch that axis so one window covers it all.
                 lw, lh = max(lw, in_w), max(lh, in_h)
             if align:
-                lw = in_w + round((lw - in_w) / step) * int(step)
-                lh = in_h + round((lh - in_h) / step) * int(step)
+                lw = in_w + round((lw - in_w) / step_x) * int(step_x)
+                lh = in_h + round((lh - in_h) / step_y) * int(step_y)
             levels.append(
                 Level(
                     size_hw=(lh, lw),
                     scale_xy=(lw / w, lh / h),
                     window_hw=(win_h, win_w),
-                    xs=window_starts(lw, in_w, step),
-                    ys=window_starts(lh, in_h, step),
+                    xs=window_starts(lw, in_w, step_x),
+                    ys=window_starts(lh, in_h, step_y),
                 )
             )
     return levels

@@ -27,6 +27,12 @@ def load_groups(name: str) -> dict[str, tuple[int, ...]]:
     return {k: tuple(int(i) for i in v) for k, v in json.loads(text)["groups"].items()}
 
 
+def load_group_notes(name: str) -> dict[str, str]:
+    """Why each category of a group file has no counterpart (``no_counterpart`` section)."""
+    text = resources.files("slidewin").joinpath(f"data/{name}_groups.json").read_text()
+    return dict(json.loads(text).get("no_counterpart", {}))
+
+
 @dataclass(frozen=True, eq=False)
 class Targets:
     """Target classes over a classifier's labels.
@@ -41,8 +47,26 @@ class Targets:
     members: np.ndarray | None
 
     def score(self, probs: np.ndarray) -> np.ndarray:
-        """(B, num_labels) probabilities -> (B, num_targets) target scores."""
+        """(B, num_labels) probabilities -> (B, num_targets) target scores: each target's
+        members' probabilities summed."""
         return probs if self.members is None else probs @ self.members
+
+    def score_top1(self, probs: np.ndarray) -> np.ndarray:
+        """The tutorial's scoring: only the top-1 label counts, for the target it belongs to.
+
+        Returns:
+            (B, num_targets) zeros except, for each window whose top-1 label is a member of a
+            target, that label's probability in that target's column.
+        """
+        top = probs.argmax(axis=1)
+        top_p = probs[np.arange(len(probs)), top]
+        out = np.zeros((len(probs), len(self.names)), np.float32)
+        if self.members is None:
+            out[np.arange(len(probs)), top] = top_p
+            return out
+        rows, cols = np.nonzero(self.members[top])
+        out[rows, cols] = top_p[rows]
+        return out
 
     @classmethod
     def all_labels(cls, labels: tuple[str, ...]) -> "Targets":
