@@ -16,6 +16,12 @@ _KERAS_WEIGHTS_HELP = (
     "such as resnet50_weights_tf_dim_ordering_tf_kernels.h5"
 )
 
+_FRCNN_WEIGHTS_HELP = (
+    "coco: torchvision's COCO weights (fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth, downloaded once to "
+    "the torch hub cache, ~/.cache/torch/hub/checkpoints/); none: random weights (for speed work and tests; "
+    "accuracy is refused); PATH: a state_dict .pth of this architecture with the 91 COCO classes"
+)
+
 
 def add_export_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``export`` with its per-model sub-commands to a ``add_subparsers()`` object.
@@ -50,6 +56,19 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     effnet.add_argument("--out", type=Path, required=True, metavar="FILE", help="ONNX file to write")
     effnet.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
     effnet.set_defaults(func=_run_efficientnet_lite0)
+
+    frcnn = models.add_parser(
+        "frcnn-resnet50-fpn-v2", help="torchvision Faster R-CNN ResNet50-FPN v2 (region proposals) via torch.onnx",
+        description="Export torchvision's fasterrcnn_resnet50_fpn_v2 to a region-proposal ONNX model with a "
+                    "fixed square canvas (batch 1); the runtime letterboxes images into it. Keeps every "
+                    "detection scoring above 0.05 (at most 100); `slidewin detect --min-score` filters further.",
+    )
+    frcnn.add_argument("--weights", required=True, metavar="{coco,none,PATH}", help=_FRCNN_WEIGHTS_HELP)
+    frcnn.add_argument("--canvas", type=int, default=800,
+                       help="square input size in pixels, a multiple of 32 (default: %(default)s)")
+    frcnn.add_argument("--out", type=Path, required=True, metavar="FILE", help="ONNX file to write")
+    frcnn.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    frcnn.set_defaults(func=_run_frcnn)
     return export
 
 
@@ -65,5 +84,13 @@ def _run_efficientnet_lite0(args: argparse.Namespace) -> int:
     from .efficientnet_lite0 import export_efficientnet_lite0
 
     report = export_efficientnet_lite0(args.out, opset=args.opset)
+    print(report.summary())
+    return 0
+
+
+def _run_frcnn(args: argparse.Namespace) -> int:
+    from .frcnn import export_frcnn
+
+    report = export_frcnn(args.weights, args.out, canvas=args.canvas, opset=args.opset)
     print(report.summary())
     return 0

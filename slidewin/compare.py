@@ -42,8 +42,7 @@ def run_compare(image: np.ndarray, detectors: dict[str, object]) -> list[Compare
     results = []
     for name, det in detectors.items():
         dets, stats = det.run(image)
-        unit = "windows" if stats.levels else "proposals"
-        results.append(CompareResult(name, det.meta, dets, stats, f"{stats.windows} {unit}"))
+        results.append(CompareResult(name, det.meta, dets, stats, f"{stats.windows} {stats.unit}"))
     return results
 
 

@@ -20,7 +20,7 @@ from slidewin.classifier import Classifier
 from slidewin.detections import Detections
 from slidewin.errors import SlidewinError
 from slidewin.geometry import Level, level_window_boxes, plan_levels, to_image_coords
-from slidewin.nms import batched_nms
+from slidewin.merge import Merge, merge_detections
 from slidewin.targets import Targets
 
 
@@ -54,6 +54,9 @@ class DetectorConfig:
             the classifier's fully-convolutional form once per level (step = network stride).
         align: round level sizes so windows tile them exactly (see `plan_levels`); dense mode
             needs it, and with it both modes evaluate the same windows.
+        scoring: group sums (slidewin) or the tutorial's top-1 label.
+        merge: how overlapping windows become one box (see `slidewin.merge`).
+        ios: intersection-over-smaller threshold of the ``nested`` merges.
     """
 
     windows_hw: tuple[tuple[int, int], ...] | None = None
@@ -66,8 +69,11 @@ class DetectorConfig:
     mode: Mode = Mode.PATCH
     align: bool = True
     scoring: Scoring = Scoring.GROUP_SUM
+    merge: Merge = Merge.NMS
+    ios: float = 0.6
 
     def __post_init__(self):
+        object.__setattr__(self, "merge", Merge(self.merge))
         object.__setattr__(self, "mode", Mode(self.mode))
         object.__setattr__(self, "scoring", Scoring(self.scoring))
         if self.mode is Mode.DENSE and not self.align:
@@ -88,6 +94,7 @@ class RunStats:
     levels: int = 0
     windows: int = 0
     candidates: int = 0
+    unit: str = "windows"  # what ``windows`` counts: classifier windows, or region proposals
     seconds: dict[str, float] = field(default_factory=lambda: {"pyramid": 0.0, "inference": 0.0,
                                                                "scoring": 0.0, "nms": 0.0})
 
@@ -210,7 +217,7 @@ class SlidingWindowDetector:
         else:
             dets = Detections.empty(self.labels)
         stats.candidates = len(dets)
-        dets = dets[batched_nms(dets.xyxy, dets.scores, dets.class_ids, c.iou)]
+        dets = merge_detections(dets, c.merge, c.iou, c.ios)
         stats.seconds["nms"] += time.perf_counter() - t0
         return dets, stats
 
