@@ -68,7 +68,19 @@ class Classifier:
         """
         if batch.dtype != self.input_dtype:
             batch = batch.astype(self.input_dtype)
+        if self._binder is not None:
+            return self._binder.run(batch)
         return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    @property
+    def _binder(self):
+        """IO binding on CUDA: the uint8 batch is uploaded into a reused device buffer (4x fewer
+        bytes than float32) and the output lands in a reused device buffer; None on the CPU,
+        where plain ``run`` already avoids copies."""
+        if "_binder_obj" not in self.__dict__:
+            cuda = "CUDAExecutionProvider" in self.providers or "TensorrtExecutionProvider" in self.providers
+            self._binder_obj = DeviceBinding(self, "cuda") if cuda else None
+        return self._binder_obj
 
     def classify(self, image: np.ndarray, top_k: int = 5) -> list[Prediction]:
         """Top-k labels for a whole image (resized to the input size, as Keras' load_img does)."""
@@ -77,3 +89,41 @@ class Classifier:
         probs = self.predict(x)[0]
         top = np.argsort(-probs, kind="stable")[:top_k]
         return [Prediction(int(i), self.labels[i], float(probs[i])) for i in top]
+
+
+class DeviceBinding:
+    """ONNX Runtime IO binding with device buffers reused across calls of the same batch size.
+
+    Args:
+        classifier: the classifier whose session to bind.
+        device: "cuda" (or "cpu", which behaves the same and lets the path be tested anywhere).
+    """
+
+    def __init__(self, classifier: Classifier, device: str = "cuda"):
+        import onnxruntime as ort
+
+        self._ort = ort
+        self.session = classifier.session
+        self.input_name = classifier.input_name
+        self.output_name = classifier.output_name
+        self.num_labels = len(classifier.labels)
+        self.device = device
+        self.binding = self.session.io_binding()
+        self._buffers: dict[tuple, tuple] = {}
+
+    def _buffers_for(self, shape: tuple[int, ...], dtype) -> tuple:
+        key = (shape, np.dtype(dtype).str)
+        if key not in self._buffers:
+            ort = self._ort
+            inp = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, self.device, 0)
+            out = ort.OrtValue.ortvalue_from_shape_and_type([shape[0], self.num_labels], np.float32, self.device, 0)
+            self._buffers[key] = (inp, out)
+        return self._buffers[key]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        inp, out = self._buffers_for(batch.shape, batch.dtype)
+        inp.update_inplace(np.ascontiguousarray(batch))
+        self.binding.bind_ortvalue_input(self.input_name, inp)
+        self.binding.bind_ortvalue_output(self.output_name, out)
+        self.session.run_with_iobinding(self.binding)
+        return out.numpy()

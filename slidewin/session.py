@@ -29,6 +29,12 @@ class Device(str, Enum):
     AUTO = "auto"
     CPU = "cpu"
     CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+
+def trt_cache_dir() -> Path:
+    """Where TensorRT engines are cached: building one takes minutes, loading it seconds."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "slidewin" / "tensorrt"
 
 
 @lru_cache(maxsize=1)
@@ -48,8 +54,15 @@ def providers_for(device: Device | str) -> list:
     device = Device(device)
     if device is Device.CPU:
         return ["CPUExecutionProvider"]
-    if device is Device.CUDA and not cuda_usable():
-        raise ModelError("--device cuda requested but no usable CUDA GPU was found")
+    if device in (Device.CUDA, Device.TENSORRT) and not cuda_usable():
+        raise ModelError(f"--device {device.value} requested but no usable CUDA GPU was found")
+    if device is Device.TENSORRT:
+        if "TensorrtExecutionProvider" not in ort.get_available_providers():
+            raise ModelError("--device tensorrt requested but this onnxruntime has no TensorRT provider")
+        trt_cache_dir().mkdir(parents=True, exist_ok=True)
+        trt = ("TensorrtExecutionProvider", {"trt_engine_cache_enable": True,
+                                             "trt_engine_cache_path": str(trt_cache_dir())})
+        return [trt, ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
     if cuda_usable():
         return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]

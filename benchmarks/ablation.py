@@ -1,0 +1,67 @@
+"""Issue 5's ablation: each step from the tutorial recipe to slidewin's, with its COCO AP.
+
+Every row is one full `slidewin evaluate` over coco-dev (same harness, same model), changing
+one thing at a time. Run: python benchmarks/ablation.py [--mode dense] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from _common import COCO_DEV, ensure_model, machine, machine_line, print_table, write_json
+
+from slidewin.detector import DetectorConfig, Mode, Scoring
+from slidewin.evaluate import evaluate, tutorial_config
+from slidewin.merge import Merge
+
+SQUARE = ((224, 224),)
+ASPECTS = ((224, 224), (224, 336), (336, 224))
+
+
+def steps(mode: Mode) -> list[tuple[str, DetectorConfig]]:
+    tut = tutorial_config((224, 224), mode)
+    group = replace(tut, scoring=Scoring.GROUP_SUM)
+    low = replace(group, min_score=0.05)
+    square = replace(low, windows_hw=SQUARE, step=32.0, align=True)
+    return [
+        ("tutorial recipe (top-1 >= 0.9, ROI 200x150, NMS 0.3)", tut),
+        ("+ group scoring (sum of member probabilities)", group),
+        ("+ keep scores down to 0.05 (full PR curve)", low),
+        ("+ square 224 windows, step 32", square),
+        ("+ 3:2 and 2:3 windows", replace(square, windows_hw=ASPECTS)),
+        ("+ pyramid scale 1.25", replace(square, windows_hw=ASPECTS, scale=1.25)),
+        ("  merge: box voting", replace(square, windows_hw=ASPECTS, scale=1.25, merge=Merge.VOTE)),
+        ("  merge: nested suppression (IoS 0.6)", replace(square, windows_hw=ASPECTS, scale=1.25, merge=Merge.NESTED)),
+        ("  merge: nested + voting", replace(square, windows_hw=ASPECTS, scale=1.25, merge=Merge.NESTED_VOTE)),
+        ("  NMS IoU 0.5 + nested + voting", replace(square, windows_hw=ASPECTS, scale=1.25, merge=Merge.NESTED_VOTE,
+                                                    iou=0.5)),
+    ]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mode", choices=["patch", "dense"], default="dense")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--only", type=int, nargs="*", default=None, help="row numbers to run")
+    args = ap.parse_args(argv)
+    mode = Mode(args.mode)
+    model = ensure_model("efficientnet-lite0")
+    m = machine()
+    rows, out = [], []
+    for i, (name, cfg) in enumerate(steps(mode)):
+        if args.only is not None and i not in args.only:
+            continue
+        r = evaluate(COCO_DEV, model, mode=mode, config=cfg, progress=False, limit=args.limit)
+        rows.append([i, name, f"{r['AP']:.4f}", f"{r['AP50']:.4f}", f"{r['AP75']:.4f}", f"{r['seconds_per_image']:.2f}"])
+        out.append({"step": i, "name": name, "AP": r["AP"], "AP50": r["AP50"], "AP75": r["AP75"],
+                    "seconds_per_image": r["seconds_per_image"], "config": r["config"]})
+        print(f"[{i}] {name}: AP50 {r['AP50']:.4f}", flush=True)
+    print_table(["#", "step", "AP", "AP50", "AP75", "s/image"], rows,
+                title=f"Ablation, EfficientNet-Lite0, coco-dev, {mode.value} mode ({machine_line(m)})")
+    write_json(f"ablation-{mode.value}", {"machine": m, "mode": mode.value, "rows": out})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
