@@ -7,9 +7,10 @@ one thing at a time. Run: python benchmarks/ablation.py [--mode dense] [--limit 
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
 
-from _common import COCO_DEV, ensure_model, machine, machine_line, print_table, write_json
+from _common import COCO_DEV, RESULTS, ensure_model, machine, machine_line, print_table, write_json
 
 from slidewin.detector import DetectorConfig, Mode, Scoring
 from slidewin.evaluate import evaluate, tutorial_config
@@ -17,6 +18,7 @@ from slidewin.merge import Merge
 
 SQUARE = ((224, 224),)
 ASPECTS = ((224, 224), (224, 336), (336, 224))
+ROI, PORTRAIT, SMALL = (150, 200), (200, 150), (75, 100)
 
 
 def steps(mode: Mode) -> list[tuple[str, DetectorConfig]]:
@@ -36,6 +38,12 @@ def steps(mode: Mode) -> list[tuple[str, DetectorConfig]]:
         ("  merge: nested + voting", replace(square, windows_hw=ASPECTS, scale=1.25, merge=Merge.NESTED_VOTE)),
         ("  NMS IoU 0.5 + nested + voting", replace(square, windows_hw=ASPECTS, scale=1.25, merge=Merge.NESTED_VOTE,
                                                     iou=0.5)),
+        # Round 2, from row 2 (the best so far): the tutorial's own 200x150 window, stride 32.
+        ("row 2 + NMS IoU 0.5", replace(low, iou=0.5)),
+        ("row 2 + portrait 150x200 window", replace(low, windows_hw=(ROI, PORTRAIT))),
+        ("row 2 + 100x75 window (2x upsampled, small objects)", replace(low, windows_hw=(ROI, SMALL))),
+        ("row 2 + pyramid scale 1.25", replace(low, scale=1.25)),
+        ("row 2 + keep scores down to 0.01", replace(low, min_score=0.01)),
     ]
 
 
@@ -59,6 +67,12 @@ def main(argv=None) -> int:
         print(f"[{i}] {name}: AP50 {r['AP50']:.4f}", flush=True)
     print_table(["#", "step", "AP", "AP50", "AP75", "s/image"], rows,
                 title=f"Ablation, EfficientNet-Lite0, coco-dev, {mode.value} mode ({machine_line(m)})")
+    # Rows run now replace the same rows of an earlier run (--only runs a subset).
+    path = RESULTS / f"ablation-{mode.value}.json"
+    if path.exists() and args.only is not None:
+        fresh = {r["step"] for r in out}
+        out = sorted([r for r in json.loads(path.read_text())["rows"] if r["step"] not in fresh] + out,
+                     key=lambda r: r["step"])
     write_json(f"ablation-{mode.value}", {"machine": m, "mode": mode.value, "rows": out})
     return 0
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
-import numpy as np
 
 from slidewin.detector import DetectorConfig, Mode, Scoring
 from slidewin.errors import MissingDependencyError, SlidewinError, UntrainedModelError
