@@ -161,21 +161,12 @@ def save_verified(model: onnx.ModelProto, out: Path, verify: Callable[[Path], fl
     Returns:
         What ``verify`` returned (the parity difference).
     """
-    out = Path(out)
+    from slidewin.fileutil import atomic_save_onnx
+
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        os.close(fd)
+        return atomic_save_onnx(model, out, verify)
     except OSError as e:
         raise SlidewinError(f"cannot write the model: {e.strerror or e}", out) from None
-    tmp = Path(tmp_name)
-    try:
-        onnx.save(model, tmp)
-        result = verify(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return result
 
 
 @dataclass(frozen=True)

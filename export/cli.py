@@ -16,6 +16,17 @@ _KERAS_WEIGHTS_HELP = (
     "such as resnet50_weights_tf_dim_ordering_tf_kernels.h5"
 )
 
+_PRECISIONS = ("fp32", "fp16", "int8")  # slidewin_export.quantize.Precision (not imported: keeps --help fast)
+_PRECISION_HELP = (
+    "fp32 (default); fp16: float16 weights and compute for GPUs; int8: static QDQ quantization for "
+    "CPUs, calibrated on windows cut from --calibration photos. Both keep the uint8 input and float32 "
+    "probabilities and are checked against fp32 on held-out photo windows"
+)
+_CALIBRATION_HELP = (
+    "folder of photos for int8 (default: ../shared/data/coco-dev/images next to the repository): "
+    "the even-numbered files calibrate, the odd-numbered ones check agreement with fp32"
+)
+
 _FRCNN_WEIGHTS_HELP = (
     "coco: torchvision's COCO weights (fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth, downloaded once to "
     "the torch hub cache, ~/.cache/torch/hub/checkpoints/); none: random weights (for speed work and tests; "
@@ -47,6 +58,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
                        help="one label per line, one per model output (required unless the model has 1000 outputs)")
     keras.add_argument("--out", type=Path, required=True, metavar="FILE", help="ONNX file to write")
     keras.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    _add_precision_arguments(keras)
     keras.set_defaults(func=_run_keras_resnet50)
 
     effnet = models.add_parser(
@@ -55,6 +67,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     )
     effnet.add_argument("--out", type=Path, required=True, metavar="FILE", help="ONNX file to write")
     effnet.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    _add_precision_arguments(effnet)
     effnet.set_defaults(func=_run_efficientnet_lite0)
 
     frcnn = models.add_parser(
@@ -72,18 +85,28 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     return export
 
 
+def _add_precision_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=_PRECISIONS, default="fp32", help=_PRECISION_HELP)
+    parser.add_argument("--calibration", type=Path, metavar="DIR", help=_CALIBRATION_HELP)
+
+
 def _run_keras_resnet50(args: argparse.Namespace) -> int:
     from .keras_resnet50 import export_keras_resnet50
+    from .quantize import export_at_precision
 
-    report = export_keras_resnet50(args.weights, args.out, labels_file=args.labels, opset=args.opset)
+    report = export_at_precision(
+        lambda out: export_keras_resnet50(args.weights, out, labels_file=args.labels, opset=args.opset),
+        args.out, args.precision, args.calibration)
     print(report.summary())
     return 0
 
 
 def _run_efficientnet_lite0(args: argparse.Namespace) -> int:
     from .efficientnet_lite0 import export_efficientnet_lite0
+    from .quantize import export_at_precision
 
-    report = export_efficientnet_lite0(args.out, opset=args.opset)
+    report = export_at_precision(lambda out: export_efficientnet_lite0(out, opset=args.opset),
+                                 args.out, args.precision, args.calibration)
     print(report.summary())
     return 0
 
