@@ -18,7 +18,7 @@ from slidewin.merge import Merge
 
 SQUARE = ((224, 224),)
 ASPECTS = ((224, 224), (224, 336), (336, 224))
-ROI, PORTRAIT, SMALL = (150, 200), (200, 150), (75, 100)
+ROI, PORTRAIT, SMALL, SMALL_PORTRAIT = (150, 200), (200, 150), (75, 100), (100, 75)
 
 
 def steps(mode: Mode) -> list[tuple[str, DetectorConfig]]:
@@ -44,6 +44,8 @@ def steps(mode: Mode) -> list[tuple[str, DetectorConfig]]:
         ("row 2 + 100x75 window (2x upsampled, small objects)", replace(low, windows_hw=(ROI, SMALL))),
         ("row 2 + pyramid scale 1.25", replace(low, scale=1.25)),
         ("row 2 + keep scores down to 0.01", replace(low, min_score=0.01)),
+        ("row 2 + 150x200 + 100x75 windows, NMS 0.5", replace(low, windows_hw=(ROI, PORTRAIT, SMALL), iou=0.5)),
+        ("row 15 + 75x100 window", replace(low, windows_hw=(ROI, PORTRAIT, SMALL, SMALL_PORTRAIT), iou=0.5)),
     ]
 
 

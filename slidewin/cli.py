@@ -17,7 +17,9 @@ DEFAULT_DEMO_MODEL = Path("models/efficientnet-lite0.onnx")
 
 
 def _window(text: str) -> list[tuple[int, int]]:
-    """``224`` or ``200x150`` (width x height), comma-separated -> [(h, w), ...]."""
+    """``224`` or ``200x150`` (width x height), comma-separated -> [(h, w), ...]; ``input``."""
+    if text.strip().lower() == "input":
+        return ["input"]
     out = []
     for part in text.split(","):
         w, _, h = part.strip().lower().partition("x")
@@ -28,6 +30,20 @@ def _window(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def _count(minimum: int):
+    """argparse type: a whole number >= minimum; ``400_000_000`` and ``400,000,000`` are fine."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text.replace("_", "").replace(",", ""))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def _add_detector_args(p: argparse.ArgumentParser, classes_default: str | None = None) -> None:
     g = p.add_argument_group("sliding window")
     g.add_argument("--mode", choices=["patch", "dense"], default="patch",
@@ -35,13 +51,14 @@ def _add_detector_args(p: argparse.ArgumentParser, classes_default: str | None =
                         "pyramid level, same windows at the network stride (default patch)")
     g.add_argument("--window", type=_window, action="extend", metavar="WxH",
                    help="window size(s) in image pixels, e.g. 224 or 200x150 (repeat or comma-separate "
-                        "for several; default: the classifier's input size)")
+                        "for several; 'input' = the classifier's input size; default 200x150,150x200,100x75, "
+                        "chosen on COCO photos)")
     g.add_argument("--stride", type=float, default=32.0,
                    help="step between windows, in classifier-input pixels (default 32, the network stride)")
     g.add_argument("--scale", type=float, default=1.5, help="pyramid factor between levels (default 1.5)")
     g.add_argument("--max-levels", type=int, default=None, help="at most this many pyramid levels")
     g.add_argument("--min-score", type=float, default=0.5, help="minimum class score to keep a window (default 0.5)")
-    g.add_argument("--iou", type=float, default=0.3, help="NMS IoU threshold (default 0.3)")
+    g.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold (default 0.5)")
     g.add_argument("--classes", default=classes_default,
                    help="what to detect: label indices (281), ranges (281-285), label names, group names "
                         f"(cat) or 'coco' for every COCO group (default: {classes_default or 'every label'})")
@@ -70,11 +87,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("detect", help="detect objects in an image, write a drawn image and JSON")
-    p.add_argument("image", type=Path)
+    p = sub.add_parser(
+        "detect", help="detect objects in an image (drawn image, JSON) or in a folder (results.jsonl)",
+        description="One IMAGE: print the detections, optionally --out (drawn) and --json. A folder "
+                    "(walked recursively), a quoted glob or several paths, with --out-dir: one JSON line "
+                    "per image in OUT/results.jsonl, bad images recorded with an error and skipped; "
+                    "exit code 3 when some failed. A run killed at any point keeps whole lines: "
+                    "--resume continues it.")
+    p.add_argument("image", type=Path, nargs="+", metavar="IMAGE",
+                   help="an image, a folder, or a glob such as 'photos/**/*.jpg' (quote it)")
     p.add_argument("--model", type=Path, required=True, help="ONNX model written by `slidewin export`")
     p.add_argument("--out", type=Path, default=None, help="write the image with boxes drawn here")
     p.add_argument("--json", type=Path, default=None, help="write the detections as JSON here ('-' for stdout)")
+    g = p.add_argument_group("folders")
+    g.add_argument("--out-dir", type=Path, default=None,
+                   help="folder run: append one JSON line per image to OUT_DIR/results.jsonl")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: skip the images already in results.jsonl")
+    g.add_argument("--draw", action="store_true", help="also write OUT_DIR/drawn/<relative path>.jpg")
+    g.add_argument("--prefetch", type=_count(0), default=None, metavar="N",
+                   help="images decoded ahead while the model runs (default 4; 0 decodes inline)")
+    p.add_argument("--max-pixels", type=_count(1), default=None, metavar="N",
+                   help="refuse images with more pixels than this (default 400,000,000: 20000x20000 fits)")
+    p.add_argument("--dense-tile", type=_count(0), default=None, metavar="PX",
+                   help="dense mode: run pyramid levels of more than PX x PX pixels in tiles of at most "
+                        "that many (default 3072; 0 never tiles): bounds memory, same results, more time")
     _add_detector_args(p)
     p.set_defaults(func=cmd_detect)
 
@@ -112,11 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _detector_config(args):
-    from slidewin.detector import DetectorConfig
+    from slidewin.detector import DEFAULT_WINDOWS, DetectorConfig
 
     try:
         return DetectorConfig(
-            windows_hw=tuple(args.window) if args.window else None,
+            windows_hw=(None if args.window == ["input"] else tuple(args.window)) if args.window else DEFAULT_WINDOWS,
             step=args.stride, scale=args.scale, max_levels=args.max_levels, min_score=args.min_score,
             iou=args.iou, batch_size=args.batch_size, mode=args.mode,
         )
@@ -136,30 +173,32 @@ def cmd_classify(args) -> int:
     return 0
 
 
-def run_detect(image_path: Path, model_path: Path, config, classes, device: str, convert: bool,
-               out: Path | None, json_path: Path | None) -> dict:
-    """Detect in one image and write what was asked; returns the JSON record."""
-    from slidewin.draw import draw_detections
-    from slidewin.images import load_image, save_image
+def _open_detector(model_path: Path, config, classes, device: str, dense_tile: int | None = None):
     from slidewin.loading import build_detector
 
     detector = build_detector(model_path, config=config, classes=classes, device=device)
     if detector.meta.is_random:
         print(f"note: {model_path} has untrained (random) weights: its detections mean nothing "
               "(fine for timing)", file=sys.stderr)
+    if dense_tile is not None and getattr(detector, "dense", None) is not None:
+        detector.dense.max_tile = dense_tile
+    return detector
+
+
+def run_detect(image_path: Path, model_path: Path, config, classes, device: str, convert: bool,
+               out: Path | None, json_path: Path | None, max_pixels: int | None = None,
+               dense_tile: int | None = None) -> dict:
+    """Detect in one image and write what was asked; returns the JSON record."""
+    from slidewin.batch import detection_record
+    from slidewin.draw import draw_detections
+    from slidewin.images import DEFAULT_MAX_PIXELS, load_image, save_image
+
+    detector = _open_detector(model_path, config, classes, device, dense_tile)
     t0 = time.perf_counter()
-    image = load_image(image_path, convert=convert)
+    image = load_image(image_path, convert=convert, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
     decode = time.perf_counter() - t0
     dets, stats = detector.run(image)
-    record = {
-        "image": str(image_path),
-        "width": int(image.shape[1]),
-        "height": int(image.shape[0]),
-        "model": str(model_path),
-        "detections": dets.to_records(),
-        "windows": stats.windows,
-        "seconds": {"decode": round(decode, 4), **{k: round(v, 4) for k, v in stats.seconds.items()}},
-    }
+    record = detection_record(image_path, image, model_path, dets, stats, decode)
     if out is not None:
         save_image(out, draw_detections(image, dets))
     if json_path is not None:
@@ -178,13 +217,61 @@ def _print_detections(record: dict, file=sys.stdout) -> None:
 
 
 def cmd_detect(args) -> int:
-    record = run_detect(args.image, args.model, _detector_config(args), args.classes, args.device,
-                        args.convert, args.out, args.json)
+    from slidewin.batch import is_folder_input
+
+    images = args.image
+    folder = args.out_dir is not None or len(images) > 1 or is_folder_input(images[0])
+    if folder:
+        return _detect_folder(args)
+    for flag, value in (("--resume", args.resume), ("--draw", args.draw), ("--prefetch", args.prefetch)):
+        if value:
+            raise SlidewinError(f"{flag} is for folder runs: add --out-dir OUT")
+    image = images[0]
+    record = run_detect(image, args.model, _detector_config(args), args.classes, args.device,
+                        args.convert, args.out, args.json, args.max_pixels, args.dense_tile)
     _print_detections(record, file=sys.stderr if str(args.json) == "-" else sys.stdout)
     for what, path in (("image", args.out), ("json", args.json)):
         if path is not None and str(path) != "-":
             print(f"wrote {what}: {path}", file=sys.stderr if str(args.json) == "-" else sys.stdout)
     return 0
+
+
+def _detect_folder(args) -> int:
+    """Folder, glob or several images: one JSON line each in OUT_DIR/results.jsonl."""
+    import shlex
+
+    from slidewin.batch import DEFAULT_PREFETCH, RESULTS_NAME, collect_inputs, run_folder
+    from slidewin.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+
+    if args.out_dir is None:
+        raise SlidewinError("a folder, a glob or several images need --out-dir OUT (results go to "
+                            "OUT/results.jsonl)")
+    if args.out is not None or args.json is not None:
+        raise SlidewinError("--out and --json are for one image; with --out-dir the results go to "
+                            "OUT/results.jsonl (and --draw writes the drawn images)")
+    results = args.out_dir / RESULTS_NAME
+    if not args.resume and results.is_file() and results.stat().st_size:  # say so before loading the model
+        raise SlidewinError("already holds results: pass --resume to continue that run, or choose "
+                            "another --out-dir", results)
+    root, inputs = collect_inputs([str(p) for p in args.image], exclude=args.out_dir)
+    if not inputs:
+        raise SlidewinError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in "
+                            f"{' '.join(str(p) for p in args.image)}")
+    detector = _open_detector(args.model, _detector_config(args), args.classes, args.device, args.dense_tile)
+    summary = run_folder(detector, inputs, args.out_dir, args.model, root=root, resume=args.resume,
+                         draw=args.draw, convert=args.convert, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+                         prefetch=DEFAULT_PREFETCH if args.prefetch is None else args.prefetch)
+    if summary.interrupted:
+        argv = list(getattr(args, "argv", None) or sys.argv[1:])
+        again = shlex.join(["slidewin", *argv] + ([] if "--resume" in argv else ["--resume"]))
+        print(f"slidewin: interrupted; {summary.ok_now + summary.failed_now} image(s) recorded this run, every "
+              f"line in {summary.results} is whole. Resume with:\n  {again}", file=sys.stderr)
+        return summary.exit_code
+    print(summary.line())
+    if summary.failed:
+        print(f"slidewin: {summary.failed} image(s) failed: their records in {summary.results} have an "
+              "\"error\"", file=sys.stderr)
+    return summary.exit_code
 
 
 def cmd_compare(args) -> int:
@@ -285,6 +372,7 @@ def cmd_demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except SlidewinError as e:

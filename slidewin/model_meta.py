@@ -100,6 +100,8 @@ class ModelMeta:
             raise ModelError(f"unknown model kind {props['kind']!r} in metadata", source) from None
         try:
             h, w = (int(v) for v in props["input_size"].lower().split("x"))
+            if h < 1 or w < 1:
+                raise ValueError
             labels = json.loads(props["labels"])
             if not isinstance(labels, list) or not all(isinstance(s, str) for s in labels):
                 raise ValueError

@@ -99,6 +99,9 @@ def create_session(path: str | Path, device: Device | str = Device.AUTO, threads
     opts.intra_op_num_threads = threads or physical_cores()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # Idle ORT threads spin by default; on a busy machine (two cores shared with decoding, other
+    # processes, CI) that halves throughput (benchmarks/results/folder.json). Sleep instead.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(p), sess_options=opts, providers=providers_for(device))
     except ModelError:

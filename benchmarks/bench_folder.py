@@ -1,0 +1,262 @@
+"""Folder runs: images/s with and without decode prefetch, side by side; and peak memory.
+
+Default: N coco-dev photos through `slidewin.batch.run_folder` (what `slidewin detect DIR
+--out-dir OUT` runs), EfficientNet-Lite0 on the CPU, each configuration with ``--prefetch 0``
+(decode inline) and ``--prefetch 4`` (2 decode threads ahead), interleaved over the repeats;
+each both as slidewin opens its sessions (ONNX Runtime's threads spin-wait between ops) and
+with spin-waiting off (``session.intra_op.allow_spinning=0``, patched in for the measurement).
+Every measurement runs in a fresh process so that its peak RSS is its own.
+
+``--rss`` adds the memory figures: RSS every 100 images over 1,000 images (coco-dev cycled),
+and the peak on one synthetic 20000 x 20000 JPEG, dense mode tiled (default) and untiled
+(``--dense-tile 0``), and patch mode (twice the window, to finish in minutes). Run:
+
+    python benchmarks/bench_folder.py [--images 60] [--repeats 2] [--rss]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import (
+    COCO_DEV,
+    ROOT,
+    ensure_model,
+    machine,
+    machine_line,
+    print_table,
+    write_chart,
+    write_json,
+)
+
+CONFIGS = {
+    # A full pyramid: ORT's work dominates and decode is a few percent of it.
+    "dense, full pyramid": {"mode": "dense"},
+    # One level through a 448 px window: a fast per-image pass, where decoding is a real share.
+    "dense, one level (window 448)": {"mode": "dense", "window": 448, "max_levels": 1},
+}
+
+
+def _mb(kb: int) -> float:
+    return round(kb / 1024, 1)
+
+
+def _no_spinning() -> None:
+    """Make every ONNX Runtime session of this process sleep instead of spin-waiting between ops.
+
+    slidewin's sessions spin (ORT's default); this measures what turning it off would give,
+    without changing slidewin: spinning threads hold the cores that decode threads and other
+    processes need.
+    """
+    import onnxruntime as ort
+
+    make = ort.SessionOptions
+
+    def options():
+        opts = make()
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return opts
+
+    ort.SessionOptions = options
+
+
+def child(spec: dict) -> dict:
+    """One folder run in this process; prints what it measured as one JSON line."""
+    import psutil
+
+    if spec.get("no_spin"):
+        _no_spinning()
+
+    from slidewin.batch import collect_inputs, run_folder
+    from slidewin.detector import DetectorConfig
+    from slidewin.loading import build_detector
+
+    proc = psutil.Process()
+    windows = ((spec["window"], spec["window"]),) if spec.get("window") else None
+    config = DetectorConfig(mode=spec["mode"], windows_hw=windows, max_levels=spec.get("max_levels"),
+                            batch_size=spec.get("batch_size", 16))
+    detector = build_detector(spec["model"], config=config, device="cpu")
+    if spec.get("dense_tile") is not None and getattr(detector, "dense", None) is not None:
+        detector.dense.max_tile = spec["dense_tile"]
+    root, inputs = collect_inputs([spec["folder"]])
+    rss_loaded = proc.memory_info().rss
+    samples, every = [], spec.get("sample_every", 0)
+
+    def on_record(i, record):
+        if every and (i + 1) % every == 0:
+            samples.append([i + 1, round(proc.memory_info().rss / 2**20, 1)])
+
+    t0 = time.perf_counter()
+    s = run_folder(detector, inputs, spec["out"], spec["model"], root=root, prefetch=spec["prefetch"],
+                   progress=False, on_record=on_record)
+    seconds = time.perf_counter() - t0
+    decode = 0.0
+    with open(Path(spec["out"]) / "results.jsonl") as f:
+        for line in f:
+            decode += json.loads(line)["seconds"]["decode"]
+    return {"images": s.total, "ok": s.ok, "failed": s.failed, "seconds": round(seconds, 3),
+            "images_per_s": round(s.total / seconds, 3), "decode_seconds": round(decode, 3),
+            "rss_after_load_mb": round(rss_loaded / 2**20, 1),
+            "peak_rss_mb": _mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss), "rss_samples_mb": samples}
+
+
+def run_child(spec: dict, timeout: float = 3600) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                         timeout=timeout, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"child failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def link_folder(folder: Path, n: int) -> Path:
+    """n coco-dev photos (cycled) as symlinks in a folder."""
+    photos = sorted((COCO_DEV / "images").glob("*.jpg"))
+    if not photos:
+        raise SystemExit(f"no photos in {COCO_DEV / 'images'}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        os.symlink(photos[i % len(photos)], folder / f"{i:05d}-{photos[i % len(photos)].name}")
+    return folder
+
+
+def make_big(path: Path, side: int) -> None:
+    """A side x side JPEG tiled from coco-dev photos (in its own process: 1.2 GB while encoding)."""
+    code = f"""
+import cv2, numpy as np, glob, sys
+photos = sorted(glob.glob({str(COCO_DEV / 'images' / '*.jpg')!r}))[:16]
+tile = 2000
+img = np.empty(({side}, {side}, 3), np.uint8)
+for k, (y, x) in enumerate((y, x) for y in range(0, {side}, tile) for x in range(0, {side}, tile)):
+    p = cv2.resize(cv2.imread(photos[k % len(photos)]), (tile, tile), interpolation=cv2.INTER_LINEAR)
+    img[y:y + tile, x:x + tile] = p[:{side} - y, :{side} - x]
+assert cv2.imwrite({str(path)!r}, img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def prefetch_gain(model: Path, args, tmp: Path) -> tuple[list, dict]:
+    folder = link_folder(tmp / "gain", args.images)
+    results = {}
+    variants = [(name, spin) for name in CONFIGS for spin in (True, False)]
+    for rep in range(args.repeats):
+        for k, (name, spin) in enumerate(variants):
+            for pf in (0, 4) if (rep + k) % 2 == 0 else (4, 0):  # alternate the order: shared cores drift
+                spec = {**CONFIGS[name], "model": str(model), "folder": str(folder), "prefetch": pf,
+                        "no_spin": not spin, "out": str(tmp / f"out-{k}-{pf}-{rep}")}
+                r = run_child(spec)
+                results.setdefault((name, spin), {}).setdefault(pf, []).append(r)
+                print(f"  {name}, ORT spin-wait {'on' if spin else 'off'}, prefetch {pf}: "
+                      f"{r['images_per_s']:.2f} images/s, peak RSS {r['peak_rss_mb']} MB", flush=True)
+    rows, payload = [], {}
+    for (name, spin), by_pf in results.items():
+        best = {pf: max(by_pf[pf], key=lambda r: r["images_per_s"]) for pf in by_pf}
+        ips0, ips4 = best[0]["images_per_s"], best[4]["images_per_s"]
+        share = best[0]["decode_seconds"] / best[0]["seconds"]
+        spin_text = "on (slidewin's default)" if spin else "off"
+        rows.append([name, spin_text, f"{ips0:.2f}", f"{ips4:.2f}", f"{ips4 / ips0:.2f}x", f"{100 * share:.1f}%",
+                     f"{best[0]['peak_rss_mb']:.0f} / {best[4]['peak_rss_mb']:.0f}"])
+        payload[f"{name}; ORT spin-wait {'on' if spin else 'off'}"] = {
+            "config": CONFIGS[name], "ort_spin_wait": spin, "runs": {str(k): v for k, v in by_pf.items()},
+            "best_images_per_s": {"prefetch_0": ips0, "prefetch_4": ips4}, "speedup": round(ips4 / ips0, 3),
+            "decode_share_without_prefetch": round(share, 4)}
+    return rows, payload
+
+
+def rss_figures(model: Path, args, tmp: Path) -> tuple[list, dict]:
+    rows, payload = [], {}
+    folder = link_folder(tmp / "thousand", args.rss_images)
+    spec = {"mode": "dense", "max_levels": 2, "model": str(model), "folder": str(folder), "prefetch": 4,
+            "out": str(tmp / "out-thousand"), "sample_every": 100}
+    print(f"  {args.rss_images} images, dense mode (2 levels), prefetch 4 ...", flush=True)
+    r = run_child(spec)
+    samples = r["rss_samples_mb"]
+    rows.append([f"{args.rss_images} coco-dev photos (cycled), dense, 2 levels", f"{r['rss_after_load_mb']:.0f}",
+                 " / ".join(f"{v:.0f}" for _, v in samples), f"{r['peak_rss_mb']:.0f}", f"{r['seconds']:.0f}"])
+    payload["thousand_images"] = {"spec": spec, **r}
+
+    big = tmp / "big" / f"big-{args.big_side}.jpg"
+    big.parent.mkdir()
+    t0 = time.perf_counter()
+    make_big(big, args.big_side)
+    print(f"  made {big.name} ({big.stat().st_size / 2**20:.0f} MB) in {time.perf_counter() - t0:.0f} s", flush=True)
+    side = args.big_side
+    big_cases = {
+        f"dense, window {args.big_window}, tiled (default 3072)": {"mode": "dense", "window": args.big_window},
+        f"dense, window {args.big_window}, untiled": {"mode": "dense", "window": args.big_window, "dense_tile": 0},
+        f"patch, window {2 * args.big_window}": {"mode": "patch", "window": 2 * args.big_window},
+    }
+    payload["big_image"] = {"side": side, "file_mb": round(big.stat().st_size / 2**20, 1),
+                            "decoded_mb": round(side * side * 3 / 2**20, 1), "runs": {}}
+    for name, cfg in big_cases.items():
+        print(f"  {side}x{side}, {name} ...", flush=True)
+        spec = {**cfg, "model": str(model), "folder": str(big.parent), "prefetch": 4, "out": str(tmp / f"out-big-{len(payload['big_image']['runs'])}")}
+        r = run_child(spec)
+        payload["big_image"]["runs"][name] = {"spec": spec, **r}
+        rows.append([f"one {side}x{side} JPEG, {name}", f"{r['rss_after_load_mb']:.0f}", "-", f"{r['peak_rss_mb']:.0f}",
+                     f"{r['seconds']:.0f}"])
+    return rows, payload
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=60, help="coco-dev photos for the prefetch comparison")
+    ap.add_argument("--repeats", type=int, default=2, help="runs per configuration (the best is reported)")
+    ap.add_argument("--rss", action="store_true", help="also measure memory: 1,000 images and one huge image")
+    ap.add_argument("--rss-images", type=int, default=1000)
+    ap.add_argument("--big-side", type=int, default=20000)
+    ap.add_argument("--big-window", type=int, default=1000, help="dense window on the huge image (level 0 = "
+                    "side * 224 / window pixels: 4480 at 1000, tiled)")
+    ap.add_argument("--skip-gain", action="store_true", help="only the memory figures")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return 0
+
+    model = ensure_model("efficientnet-lite0")
+    m = machine()
+    print(f"machine: {machine_line(m)}; load average {os.getloadavg()[0]:.1f}")
+    payload = {"machine": m, "model": "efficientnet-lite0 (CPU)", "load_average_at_start": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory(prefix="bench-folder-") as tmp:
+        tmp = Path(tmp)
+        if not args.skip_gain:
+            print(f"prefetch: {args.images} coco-dev photos, {args.repeats} runs per configuration")
+            rows, payload["prefetch"] = prefetch_gain(model, args, tmp)
+            print_table(["configuration", "ORT spin-wait", "images/s, decode inline", "images/s, prefetch 4",
+                         "speed-up", "decode share (inline)", "peak RSS MB (inline / prefetch)"], rows,
+                        title=f"Folder run, EfficientNet-Lite0 on the CPU, {args.images} coco-dev photos "
+                              f"(best of {args.repeats})")
+        if args.rss:
+            print("memory:")
+            rows, payload["memory"] = rss_figures(model, args, tmp)
+            print_table(["run", "RSS after model load MB", "RSS every 100 images MB", "peak RSS MB", "seconds"],
+                        rows, title="Peak memory of folder runs (one fresh process each)")
+    name = "folder" if not args.skip_gain else "folder_rss"
+    write_json(name, payload)
+    if "prefetch" in payload:
+        def draw(ax):
+            names = list(payload["prefetch"])
+            x = range(len(names))
+            v0 = [payload["prefetch"][n]["best_images_per_s"]["prefetch_0"] for n in names]
+            v4 = [payload["prefetch"][n]["best_images_per_s"]["prefetch_4"] for n in names]
+            ax.bar([i - 0.2 for i in x], v0, 0.4, label="decode inline")
+            ax.bar([i + 0.2 for i in x], v4, 0.4, label="prefetch 4 (2 threads)")
+            ax.set_xticks(list(x), [n.replace("; ", "\n") for n in names], fontsize=8)
+            ax.set_ylabel("images/s")
+            ax.set_title(f"Folder run throughput, EfficientNet-Lite0, CPU ({m['physical_cores']} cores)")
+            ax.legend()
+
+        write_chart("folder", draw)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
