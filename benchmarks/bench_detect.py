@@ -35,7 +35,7 @@ def image_paths(data: Path, limit: int | None) -> list[Path]:
     return paths[:limit] if limit else paths
 
 
-def worker(model: Path, mode: str | None, paths: list[Path]) -> dict:
+def worker(model: Path, mode: str | None, paths: list[Path], windows: str) -> dict:
     """Runs in a child process: load, warm up on the first image, then time every image."""
     import resource
 
@@ -43,7 +43,10 @@ def worker(model: Path, mode: str | None, paths: list[Path]) -> dict:
     from slidewin.images import load_image
     from slidewin.loading import build_detector
 
-    config = DetectorConfig(mode=mode) if mode else DetectorConfig()
+    from slidewin.detector import DEFAULT_WINDOWS
+
+    wins = DEFAULT_WINDOWS if windows == "default" else None  # None: the classifier's input size
+    config = DetectorConfig(mode=mode, windows_hw=wins) if mode else DetectorConfig()
     classes = "coco" if mode else None
     det = build_detector(model, config=config, classes=classes)
     det.run(load_image(paths[0], convert=True))  # warm-up: numba load, ORT first-run allocations
@@ -71,11 +74,15 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=COCO_DEV, help="image folder or COCO dataset folder")
     ap.add_argument("--limit", type=int, default=10, help="images to time (default 10; 0 = all)")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    ap.add_argument("--worker", nargs=3, metavar=("MODEL", "MODE", "PATHS_JSON"), help=argparse.SUPPRESS)
+    ap.add_argument("--windows", choices=["input", "default"], default="input",
+                    help="input: one window of the classifier's input size (224, the classic setting); "
+                         "default: slidewin's detection defaults (3 sizes, ~20x more windows)")
+    ap.add_argument("--worker", nargs=4, metavar=("MODEL", "MODE", "PATHS_JSON", "WINDOWS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        model, mode, paths = args.worker
-        print(json.dumps(worker(Path(model), None if mode == "-" else mode, [Path(p) for p in json.loads(paths)])))
+        model, mode, paths, windows = args.worker
+        print(json.dumps(worker(Path(model), None if mode == "-" else mode, [Path(p) for p in json.loads(paths)],
+                                windows)))
         return 0
 
     if not args.data.exists():
@@ -89,7 +96,7 @@ def main(argv=None) -> int:
         model = ensure_model(model_name)
         print(f"running {name} ...", flush=True)
         proc = subprocess.run([sys.executable, __file__, "--worker", str(model), mode or "-",
-                               json.dumps([str(p) for p in paths])], capture_output=True, text=True)
+                               json.dumps([str(p) for p in paths]), args.windows], capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-2000:])
             sys.exit(f"bench_detect: {name} failed")
@@ -101,8 +108,9 @@ def main(argv=None) -> int:
         rows.append([name, f"{r['median_s']:.3f}", f"{r['p90_s']:.3f}", f"{r['images_per_s']:.2f}",
                      f"{r['windows'] / len(paths):.0f} {r['unit']}", f"{r['peak_rss_mb']:.0f}"])
     print_table(["detector", "median s/image", "p90 s/image", "images/s", "evaluated per image", "peak RSS MB"],
-                rows, title=f"Per-image detection, {len(paths)} images ({machine_line(m)})")
-    write_json("detect", {"machine": m, "images": [str(p) for p in paths], "results": results})
+                rows, title=f"Per-image detection, {len(paths)} images, windows: {args.windows} ({machine_line(m)})")
+    write_json("detect", {"machine": m, "images": [str(p) for p in paths], "windows": args.windows,
+                          "results": results})
 
     def draw(ax):
         y = np.arange(len(results))
