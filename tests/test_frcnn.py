@@ -478,7 +478,7 @@ def test_frcnn_through_slidewin_detect(frcnn_random_onnx, tmp_path, capsys):
                  "--out", str(out), "--device", "cpu"])
     assert code == 0
     record = json.loads(capsys.readouterr().out)
-    assert (record["width"], record["height"]) == (420, 700) and 0 < record["windows"] <= 100
+    assert (record["width"], record["height"]) == (420, 700) and record["windows"] == 1000  # RPN proposals
     model = onnx.load(str(frcnn_random_onnx), load_external_data=False)
     labels = ModelMeta.from_props({p.key: p.value for p in model.metadata_props}).labels
     for d in record["detections"]:
