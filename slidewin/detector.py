@@ -227,6 +227,20 @@ class SlidingWindowDetector:
         stats.seconds["nms"] += time.perf_counter() - t0
         return dets, stats
 
+    def window_probabilities(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every window's class probabilities, before scoring and merging.
+
+        Returns:
+            (probabilities (K, num_labels) float32, boxes (K, 4) in image pixels), windows in
+            plan order: the same K windows, in the same order, in patch and dense mode.
+        """
+        stats = RunStats()
+        probs, boxes = [], []
+        for p, b in self._window_probabilities(image, self.plan(image.shape[:2]), stats):
+            probs.append(np.array(p))
+            boxes.append(np.array(b))
+        return np.concatenate(probs), np.concatenate(boxes)
+
     def _window_probabilities(self, image: np.ndarray, levels: list[Level],
                               stats: RunStats) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(probabilities (B, num_labels), boxes (B, 4) in image pixels) for every window.

@@ -100,3 +100,16 @@ def test_rewrite_refuses_a_graph_without_a_pooled_dense_head(tmp_path):
     meta = ModelMeta(ModelKind.CLASSIFIER, (8, 8), ("a", "b", "c", "d"), "custom", "random", "t", "t")
     with pytest.raises(ModelError, match="dense"):
         make_dense(helper.make_model(g), meta)
+
+
+def test_window_probabilities_lists_the_same_windows_in_both_modes(classifier):
+    image = np.random.default_rng(5).integers(0, 255, (260, 380, 3), dtype=np.uint8)
+    patch = SlidingWindowDetector(classifier, config=DetectorConfig(mode="patch", batch_size=5))
+    dense = SlidingWindowDetector(classifier, config=DetectorConfig(mode="dense"))
+    probs_p, boxes_p = patch.window_probabilities(image)
+    probs_d, boxes_d = dense.window_probabilities(image)
+    n = sum(len(lv.xs) * len(lv.ys) for lv in patch.plan(image.shape[:2]))
+    assert probs_p.shape == probs_d.shape == (n, len(classifier.labels))
+    np.testing.assert_array_equal(boxes_p, boxes_d)
+    # Batches of 5 reuse one buffer: the result must hold every batch, not the last one repeated.
+    assert len({row.tobytes() for row in boxes_p}) == n
