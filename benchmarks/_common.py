@@ -116,8 +116,13 @@ def write_json(name: str, payload: dict) -> Path:
     return path
 
 
-def write_chart(name: str, draw) -> Path | None:
-    """Call draw(ax) on a fresh matplotlib figure and save it as benchmarks/results/<name>.png."""
+def _shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def write_chart(name: str, draw, folder: Path | None = None) -> Path | None:
+    """Call draw(ax) on a fresh matplotlib figure and save it as <folder>/<name>.png
+    (default folder: benchmarks/results)."""
     try:
         import matplotlib
 
@@ -129,8 +134,10 @@ def write_chart(name: str, draw) -> Path | None:
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     draw(ax)
     fig.tight_layout()
-    path = RESULTS / f"{name}.png"
+    folder = folder or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
     fig.savefig(path)
     plt.close(fig)
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {_shown(path)}")
     return path

