@@ -61,6 +61,10 @@ def _add_detector_args(p: argparse.ArgumentParser, classes_default: str | None =
                    help="window size(s) in image pixels, e.g. 224 or 200x150 (repeat or comma-separate "
                         "for several; 'input' = the classifier's input size; default 200x150,150x200,100x75, "
                         "chosen on COCO photos)")
+    g.add_argument("--reference-side", type=int, default=None, metavar="PX",
+                   help="window sizes are pixels of an image up to PX on its longer side; larger images get "
+                        "them scaled in proportion (default 1024 for the default windows; --window sizes "
+                        "are absolute unless this is given; 0 = absolute)")
     g.add_argument("--stride", type=float, default=32.0,
                    help="step between windows, in classifier-input pixels (default 32, the network stride)")
     g.add_argument("--scale", type=float, default=1.5, help="pyramid factor between levels (default 1.5)")
@@ -157,11 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _detector_config(args):
-    from slidewin.detector import DEFAULT_WINDOWS, DetectorConfig
+    from slidewin.detector import DEFAULT_WINDOWS, REFERENCE_SIDE, DetectorConfig
 
+    if args.reference_side is None:
+        reference_side = None if args.window else REFERENCE_SIDE
+    else:
+        reference_side = args.reference_side or None
     try:
         return DetectorConfig(
             windows_hw=(None if args.window == ["input"] else tuple(args.window)) if args.window else DEFAULT_WINDOWS,
+            reference_side=reference_side,
             step=args.stride, scale=args.scale, max_levels=args.max_levels, min_score=args.min_score,
             iou=args.iou, batch_size=args.batch_size, mode=args.mode,
         )

@@ -19,7 +19,7 @@ import numpy as np
 from slidewin.classifier import Classifier
 from slidewin.detections import Detections
 from slidewin.errors import SlidewinError
-from slidewin.geometry import Level, level_window_boxes, plan_levels, to_image_coords
+from slidewin.geometry import Level, level_window_boxes, plan_levels, scale_windows, to_image_coords
 from slidewin.merge import Merge, merge_detections
 from slidewin.targets import Targets
 
@@ -40,6 +40,8 @@ class Scoring(str, Enum):
 #: the tutorial's 200x150 landscape ROI, its portrait twin, and a 100x75 window (classified 2x
 #: upsampled) for the many small objects of everyday photos.
 DEFAULT_WINDOWS = ((150, 200), (200, 150), (75, 100))
+#: Window sizes are pixels of an image up to this long side; larger images get them scaled up.
+REFERENCE_SIDE = 1024
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,11 @@ class DetectorConfig:
         scoring: group sums (slidewin) or the tutorial's top-1 label.
         merge: how overlapping windows become one box (see `slidewin.merge`).
         ios: intersection-over-smaller threshold of the ``nested`` merges.
+        reference_side: window sizes are pixels of an image whose longer side is at most this;
+            on a larger image they are scaled by ``long_side / reference_side``, so a 12 MP photo
+            is searched at the same relative scales, in about the same number of windows, as a
+            1024 px one (absolute windows tuned on 640 px photos would make its first level
+            ~60 MP and its smallest window a sliver). None: absolute pixels at any size.
     """
 
     windows_hw: tuple[tuple[int, int], ...] | None = DEFAULT_WINDOWS
@@ -77,6 +84,7 @@ class DetectorConfig:
     scoring: Scoring = Scoring.GROUP_SUM
     merge: Merge = Merge.NMS
     ios: float = 0.6
+    reference_side: int | None = REFERENCE_SIDE
 
     def __post_init__(self):
         object.__setattr__(self, "merge", Merge(self.merge))
@@ -91,6 +99,8 @@ class DetectorConfig:
             raise ValueError("step must be > 0, scale > 1 and batch_size >= 1")
         if not 0 <= self.min_score <= 1 or not 0 < self.iou <= 1:
             raise ValueError("min_score must lie in [0, 1] and iou in (0, 1]")
+        if self.reference_side is not None and self.reference_side < 1:
+            raise ValueError(f"reference_side must be a positive number of pixels or None, got {self.reference_side}")
 
 
 @dataclass
@@ -189,9 +199,15 @@ class SlidingWindowDetector:
         """The classifier's `ModelMeta`."""
         return self.classifier.meta
 
-    def plan(self, image_hw: tuple[int, int]) -> list[Level]:
+    def windows_for(self, image_hw: tuple[int, int]) -> list[tuple[int, int]]:
+        """The window sizes (height, width) in this image's pixels (see ``reference_side``)."""
         c = self.config
         windows = list(c.windows_hw or (self.classifier.input_hw,))
+        return scale_windows(windows, image_hw, c.reference_side)
+
+    def plan(self, image_hw: tuple[int, int]) -> list[Level]:
+        c = self.config
+        windows = self.windows_for(image_hw)
         return plan_levels(image_hw, self.classifier.input_hw, windows, c.step, c.scale, c.max_levels, c.align)
 
     def detect(self, image: np.ndarray) -> Detections:

@@ -34,7 +34,7 @@ def tutorial_config(input_hw: tuple[int, int], mode: Mode) -> DetectorConfig:
     roi_h, roi_w = 150, 200
     step = (16 * in_h / roi_h, 16 * in_w / roi_w) if mode is Mode.PATCH else 32.0
     return DetectorConfig(windows_hw=((roi_h, roi_w),), step=step, scale=1.5, min_score=0.9, iou=0.3,
-                          mode=mode, align=mode is Mode.DENSE, scoring=Scoring.TOP1)
+                          mode=mode, align=mode is Mode.DENSE, scoring=Scoring.TOP1, reference_side=None)
 
 
 def slidewin_config(mode: Mode) -> DetectorConfig:

@@ -74,6 +74,17 @@ def pyramid_scales(scale: float, max_levels: int | None = None) -> "np.ndarray":
     return scale ** -np.arange(n, dtype=np.float64)
 
 
+def scale_windows(windows_hw: list[tuple[int, int]], image_hw: tuple[int, int],
+                  reference_side: int | None) -> list[tuple[int, int]]:
+    """Window sizes for an image: unchanged when its longer side is at most ``reference_side``
+    (or when that is None), else scaled by ``long_side / reference_side`` (rounded)."""
+    long_side = max(image_hw)
+    if reference_side is None or long_side <= reference_side:
+        return list(windows_hw)
+    f = long_side / reference_side
+    return [(max(1, round(h * f)), max(1, round(w * f))) for h, w in windows_hw]
+
+
 def plan_levels(
     image_hw: tuple[int, int],
     input_hw: tuple[int, int],

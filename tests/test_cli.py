@@ -204,3 +204,24 @@ def test_import_slidewin_pulls_in_no_training_framework():
            "bad = [m for m in ('tensorflow', 'torch', 'keras', 'tf2onnx') if m in sys.modules]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_default_windows_grow_with_big_photos_but_given_windows_stay_pixels(effnet_onnx, tmp_path, capsys):
+    from skimage import data
+
+    small = save_rgb(tmp_path / "small.jpg", cv2.resize(data.chelsea(), (1024, 768)))
+    big = save_rgb(tmp_path / "big.jpg", cv2.resize(data.chelsea(), (2048, 1536)))
+
+    def windows(path, *extra):
+        assert main(["detect", str(path), "--model", str(effnet_onnx), "--mode", "dense", "--json", "-",
+                     "--classes", "cat", *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    s, b = windows(small), windows(big)
+    assert b["windows"] == s["windows"]                       # searched at the same relative scales
+    assert b["detections"] and b["detections"][0]["label"] == "cat"
+    b_pixels = windows(big, "--reference-side", "0")           # absolute pixels: ~4x the windows
+    assert b_pixels["windows"] > 3 * s["windows"]
+    given = windows(big, "--window", "200x150")               # --window sizes are pixels ...
+    scaled = windows(big, "--window", "200x150", "--reference-side", "1024")  # ... unless asked
+    assert given["windows"] > 3 * scaled["windows"]

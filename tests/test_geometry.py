@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from slidewin.geometry import (
-    box_iou, letterbox_params, level_window_boxes, plan_levels, to_image_coords, window_starts,
+    box_iou, letterbox_params, level_window_boxes, plan_levels, scale_windows, to_image_coords, window_starts,
 )
 
 
@@ -142,3 +142,28 @@ def test_box_iou_symmetric_and_bounded(a, b):
     np.testing.assert_allclose(ab, ba.T)
     assert np.all((ab >= 0) & (ab <= 1 + 1e-12))
     np.testing.assert_allclose(np.diag(box_iou(a, a)), 1.0)
+
+
+@pytest.mark.parametrize(
+    "image_hw, reference, expected",
+    [
+        ((480, 640), 1024, [(150, 200), (75, 100)]),      # smaller than the reference: pixels as given
+        ((768, 1024), 1024, [(150, 200), (75, 100)]),     # exactly the reference
+        ((1536, 2048), 1024, [(300, 400), (150, 200)]),   # twice as large: windows twice as large
+        ((3000, 4000), 1024, [(586, 781), (293, 391)]),   # 4000 / 1024 = 3.906...
+        ((4000, 3000), 1024, [(586, 781), (293, 391)]),   # the longer side counts, portrait too
+        ((3000, 4000), None, [(150, 200), (75, 100)]),    # None: absolute pixels
+    ],
+)
+def test_scale_windows_table(image_hw, reference, expected):
+    assert scale_windows([(150, 200), (75, 100)], image_hw, reference) == expected
+
+
+def test_scaled_windows_search_a_big_photo_like_a_small_one():
+    small = plan_levels((768, 1024), (224, 224), scale_windows([(150, 200)], (768, 1024), 1024), 32, align=True)
+    big_hw = (3072, 4096)
+    big = plan_levels(big_hw, (224, 224), scale_windows([(150, 200)], big_hw, 1024), 32, align=True)
+    assert [lv.size_hw for lv in big] == [lv.size_hw for lv in small]   # the same levels ...
+    absolute = plan_levels(big_hw, (224, 224), [(150, 200)], 32, align=True)
+    count = lambda levels: sum(len(lv.xs) * len(lv.ys) for lv in levels)  # noqa: E731
+    assert count(absolute) > 10 * count(big)                             # ... not 16x the windows
