@@ -1,31 +1,37 @@
 """Issue 5's ablation: each step from the tutorial recipe to slidewin's, with its COCO AP.
 
 Every row is one full `slidewin evaluate` over coco-dev (same harness, same model), changing
-one thing at a time. Run: python benchmarks/ablation.py [--mode dense] [--limit N]
+one thing at a time. Run: python benchmarks/ablation.py [--mode dense] [--limit N] [--only 17 18]
+[--out ablation-softnms]. A row may also set merge parameters that `DetectorConfig` has no field
+for (soft-NMS's sigma); they are recorded with the row.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from dataclasses import replace
+from functools import partial
+from unittest import mock
 
 from _common import COCO_DEV, RESULTS, ensure_model, machine, machine_line, print_table, write_json
 
 from slidewin.detector import DetectorConfig, Mode, Scoring
-from slidewin.evaluate import evaluate, tutorial_config
-from slidewin.merge import Merge
+from slidewin.evaluate import evaluate, slidewin_config, tutorial_config
+from slidewin.merge import SOFT_SIGMA, Merge, merge_detections
 
 SQUARE = ((224, 224),)
 ASPECTS = ((224, 224), (224, 336), (336, 224))
 ROI, PORTRAIT, SMALL, SMALL_PORTRAIT = (150, 200), (200, 150), (75, 100), (100, 75)
 
 
-def steps(mode: Mode) -> list[tuple[str, DetectorConfig]]:
+def steps(mode: Mode) -> list[tuple[str, DetectorConfig] | tuple[str, DetectorConfig, dict]]:
     tut = tutorial_config((224, 224), mode)
     group = replace(tut, scoring=Scoring.GROUP_SUM)
     low = replace(group, min_score=0.05)
     square = replace(low, windows_hw=SQUARE, step=32.0, align=True)
+    default = slidewin_config(mode)
     return [
         ("tutorial recipe (top-1 >= 0.9, ROI 200x150, NMS 0.3)", tut),
         ("+ group scoring (sum of member probabilities)", group),
@@ -46,6 +52,10 @@ def steps(mode: Mode) -> list[tuple[str, DetectorConfig]]:
         ("row 2 + keep scores down to 0.01", replace(low, min_score=0.01)),
         ("row 2 + 150x200 + 100x75 windows, NMS 0.5", replace(low, windows_hw=(ROI, PORTRAIT, SMALL), iou=0.5)),
         ("row 15 + 75x100 window", replace(low, windows_hw=(ROI, PORTRAIT, SMALL, SMALL_PORTRAIT), iou=0.5)),
+        # Round 3, from the chosen defaults (150x200 + 200x150 + 75x100, NMS 0.5, scores >= 0.01).
+        ("current defaults (evaluation: scores >= 0.01, NMS IoU 0.5)", default),
+        (f"defaults + Gaussian soft-NMS, sigma {SOFT_SIGMA}", replace(default, merge=Merge.SOFT)),
+        ("defaults + Gaussian soft-NMS, sigma 1.0", replace(default, merge=Merge.SOFT), {"sigma": 1.0}),
     ]
 
 
@@ -54,29 +64,42 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", choices=["patch", "dense"], default="dense")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--only", type=int, nargs="*", default=None, help="row numbers to run")
+    ap.add_argument("--out", default=None, help="results name under benchmarks/results "
+                                                 "(default: ablation-MODE; rows run replace its same rows)")
     args = ap.parse_args(argv)
     mode = Mode(args.mode)
     model = ensure_model("efficientnet-lite0")
     m = machine()
     rows, out = [], []
-    for i, (name, cfg) in enumerate(steps(mode)):
+    for i, (name, cfg, *extra) in enumerate(steps(mode)):
         if args.only is not None and i not in args.only:
             continue
-        r = evaluate(COCO_DEV, model, mode=mode, config=cfg, progress=False, limit=args.limit)
+        merge_params = extra[0] if extra else {}
+        with _merge_params(merge_params):
+            r = evaluate(COCO_DEV, model, mode=mode, config=cfg, progress=False, limit=args.limit)
         rows.append([i, name, f"{r['AP']:.4f}", f"{r['AP50']:.4f}", f"{r['AP75']:.4f}", f"{r['seconds_per_image']:.2f}"])
         out.append({"step": i, "name": name, "AP": r["AP"], "AP50": r["AP50"], "AP75": r["AP75"],
-                    "seconds_per_image": r["seconds_per_image"], "config": r["config"]})
+                    "seconds_per_image": r["seconds_per_image"], "config": r["config"],
+                    **({"merge_params": merge_params} if merge_params else {})})
         print(f"[{i}] {name}: AP50 {r['AP50']:.4f}", flush=True)
     print_table(["#", "step", "AP", "AP50", "AP75", "s/image"], rows,
                 title=f"Ablation, EfficientNet-Lite0, coco-dev, {mode.value} mode ({machine_line(m)})")
     # Rows run now replace the same rows of an earlier run (--only runs a subset).
-    path = RESULTS / f"ablation-{mode.value}.json"
+    name = args.out or f"ablation-{mode.value}"
+    path = RESULTS / f"{name}.json"
     if path.exists() and args.only is not None:
         fresh = {r["step"] for r in out}
         out = sorted([r for r in json.loads(path.read_text())["rows"] if r["step"] not in fresh] + out,
                      key=lambda r: r["step"])
-    write_json(f"ablation-{mode.value}", {"machine": m, "mode": mode.value, "rows": out})
+    write_json(name, {"machine": m, "mode": mode.value, "rows": out})
     return 0
+
+
+def _merge_params(params: dict):
+    """The detector merges with these keyword arguments of `merge_detections` while it runs."""
+    if not params:
+        return contextlib.nullcontext()
+    return mock.patch("slidewin.detector.merge_detections", partial(merge_detections, **params))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,13 @@ Every strategy starts from class-aware greedy NMS (slidewin.nms) and may then re
   inside a stronger box of the same class: a window on a part of an object (a cat's face) and a
   window on the whole object overlap little by IoU but are the same detection.
 - ``nested-vote``: both.
+
+``soft-nms`` replaces the greedy NMS instead: Gaussian soft-NMS (Bodla et al. 2017, class-aware,
+`slidewin.nms.soft_nms`) keeps every candidate whose score, decayed by ``exp(-iou**2 / sigma)``
+for each stronger same-class box overlapping it, stays at or above a floor; the IoU threshold
+plays no part. Without an explicit floor it is the lowest candidate score, so a detector that
+kept candidates scoring >= ``min_score`` never returns a box below it (``slidewin detect`` shows
+boxes >= 0.5 and must not show duplicates decayed to 0.1).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from enum import Enum
 import numpy as np
 
 from slidewin.detections import Detections
-from slidewin.nms import batched_nms
+from slidewin.nms import batched_nms, soft_nms
 
 
 class Merge(str, Enum):
@@ -27,6 +34,13 @@ class Merge(str, Enum):
     VOTE = "vote"
     NESTED = "nested"
     NESTED_VOTE = "nested-vote"
+    SOFT = "soft-nms"
+
+
+#: Gaussian soft-NMS width, Bodla et al.'s default (benchmarks/results/ablation-softnms.json).
+SOFT_SIGMA = 0.5
+#: Soft-NMS never keeps a box decayed below this, whatever the candidates (Bodla et al.'s 0.001).
+SOFT_FLOOR = 0.001
 
 
 def _pairwise(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,9 +86,36 @@ def vote_boxes(kept: Detections, candidates: Detections, iou: float) -> Detectio
     return Detections(voted.astype(np.float32), kept.scores, kept.class_ids, kept.labels)
 
 
-def merge_detections(candidates: Detections, merge: Merge, iou: float, ios: float = 0.6) -> Detections:
-    """One box per object from window candidates (see the module docstring for the strategies)."""
+def soft_merge(candidates: Detections, sigma: float = SOFT_SIGMA, min_score: float | None = None) -> Detections:
+    """Class-aware Gaussian soft-NMS: the surviving candidates with their decayed scores.
+
+    Args:
+        candidates: window candidates, any order.
+        sigma: the Gaussian's width (> 0); smaller decays harder (-> 0: hard NMS at IoU 0).
+        min_score: drop boxes decayed below this; None: the lowest candidate score (at least
+            `SOFT_FLOOR`), so nothing decays below the threshold the candidates passed.
+
+    Returns:
+        The kept boxes by descending decayed score, ``scores`` decayed (float32).
+    """
+    if len(candidates) == 0:
+        return candidates
+    floor = max(SOFT_FLOOR, float(candidates.scores.min())) if min_score is None else min_score
+    idx, scores = soft_nms(candidates.xyxy, candidates.scores, candidates.class_ids, sigma=sigma,
+                           score_threshold=floor)
+    kept = candidates[idx]
+    return Detections(kept.xyxy, scores.astype(np.float32), kept.class_ids, kept.labels)
+
+
+def merge_detections(candidates: Detections, merge: Merge, iou: float, ios: float = 0.6, *,
+                     sigma: float = SOFT_SIGMA, min_score: float | None = None) -> Detections:
+    """One box per object from window candidates (see the module docstring for the strategies).
+
+    ``sigma`` and ``min_score`` apply to ``soft-nms`` only (see `soft_merge`).
+    """
     merge = Merge(merge)
+    if merge is Merge.SOFT:
+        return soft_merge(candidates, sigma, min_score)
     kept = candidates[batched_nms(candidates.xyxy, candidates.scores, candidates.class_ids, iou)]
     if merge in (Merge.NESTED, Merge.NESTED_VOTE):
         kept = kept[suppress_nested(kept, ios)]

@@ -40,3 +40,27 @@ def test_merges_handle_empty_input():
     empty = Detections.empty(("a",))
     for m in Merge:
         assert len(merge_detections(empty, m, iou=0.3)) == 0
+
+
+def test_soft_nms_merge_decays_overlapping_same_class_boxes():
+    # 0 and 1 overlap at IoU 1/3 (same class); 2 duplicates 0 in class b.
+    cand = dets([[0, 0, 10, 10], [5, 0, 15, 10], [0, 0, 10, 10]], [0.9, 0.8, 0.7], [0, 0, 1])
+    kept = merge_detections(cand, Merge.SOFT, iou=0.5, min_score=0.001)
+    assert kept.class_ids.tolist() == [0, 1, 0]
+    np.testing.assert_allclose(kept.scores, [0.9, 0.7, 0.8 * np.exp(-(1 / 9) / 0.5)], rtol=1e-6)
+    np.testing.assert_array_equal(kept.xyxy, cand.xyxy[[0, 2, 1]])
+    harder = merge_detections(cand, "soft-nms", iou=0.5, sigma=0.1, min_score=0.001)
+    np.testing.assert_allclose(harder.scores[2], 0.8 * np.exp(-(1 / 9) / 0.1), rtol=1e-6)
+    # Without a floor, nothing goes below the lowest candidate (0.7): box 1 (0.64) is dropped.
+    assert merge_detections(cand, Merge.SOFT, iou=0.5).scores.tolist() == pytest.approx([0.9, 0.7])
+
+
+def test_soft_nms_merge_never_returns_a_score_below_the_candidates():
+    # The detector kept candidates >= its min_score (0.5 for `slidewin detect`): the duplicate
+    # decays to 0.6 * e^-2 = 0.08, below every candidate, and goes; an explicit floor keeps it.
+    cand = dets([[0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.6, 0.55])
+    kept = merge_detections(cand, Merge.SOFT, iou=0.5)
+    assert kept.scores.tolist() == pytest.approx([0.9, 0.55])
+    assert kept.scores.min() >= cand.scores.min()
+    low = merge_detections(cand, Merge.SOFT, iou=0.5, min_score=0.01)
+    assert low.scores.tolist() == pytest.approx([0.9, 0.55, 0.6 * np.exp(-2)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slidewin.nms import batched_nms, nms
+from slidewin.nms import batched_nms, nms, soft_nms
 
 THRESHOLDS = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]
 assert_equal = np.testing.assert_array_equal
@@ -350,4 +351,138 @@ def test_degenerate_boxes_are_kept_without_warnings():
 def test_invalid_input_raises_one_line_value_error(call, message):
     with pytest.raises(ValueError, match=message) as info:
         call()
+    assert "\n" not in str(info.value)
+
+
+# --- soft-NMS against a deliberately naive reference ----------------------------------------------
+
+
+def reference_soft_nms(xyxy, scores, class_ids, sigma=0.5, score_threshold=0.001, method="gaussian",
+                       iou_threshold=0.3):
+    """Bodla et al.'s loop per class: take the highest current score (ties: lower index), keep it,
+    decay every remaining box of its class, drop those below the threshold. No pruning."""
+    boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+    current = np.asarray(scores, dtype=np.float64).copy()
+    kept = []
+    for c in np.unique(class_ids):
+        remaining = [i for i in np.flatnonzero(class_ids == c) if current[i] >= score_threshold]
+        while remaining:
+            best = min(remaining, key=lambda i: (-current[i], i))
+            kept.append((best, current[best]))
+            remaining.remove(best)
+            if not remaining:
+                break
+            ious = ious_with(boxes[best], boxes[remaining])
+            for i, iou in zip(remaining, ious.tolist()):
+                if method == "gaussian":
+                    w = math.exp(-(iou * iou) / sigma)
+                else:
+                    w = 1.0 - iou if iou > iou_threshold else 1.0
+                current[i] = current[i] * w
+            remaining = [i for i in remaining if current[i] >= score_threshold]
+    kept.sort(key=lambda t: (-t[1], t[0]))
+    return np.array([k for k, _ in kept], np.int64), np.array([s for _, s in kept], np.float64)
+
+
+SOFT_PATHS = [0, 1, 2]  # per class automatic, forced grid + heap, forced passes
+
+
+@pytest.mark.parametrize("layout", ["uniform", "clustered", "log-sizes", "near-duplicates"])
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize(("method", "sigma"), [("gaussian", 0.5), ("gaussian", 0.1), ("gaussian", 2.0),
+                                               ("linear", 0.5)])
+def test_soft_nms_equals_reference(layout, seed, method, sigma):
+    rng = np.random.default_rng(seed)
+    xyxy, scores = random_boxes(rng, 300, layout)
+    scores = scores + rng.uniform(0, 0.01, len(scores)).astype(np.float32) * (seed == 1)  # ties or not
+    class_ids = rng.integers(0, 3, len(scores))
+    want_idx, want_scores = reference_soft_nms(xyxy, scores, class_ids, sigma, 0.01, method, 0.5)
+    for path in SOFT_PATHS:
+        idx, new_scores = soft_nms(xyxy, scores, class_ids, sigma=sigma, score_threshold=0.01,
+                                   method=method, iou_threshold=0.5, _path=path)
+        assert idx.dtype == np.int64 and new_scores.dtype == np.float64
+        assert_equal(idx, want_idx)
+        np.testing.assert_allclose(new_scores, want_scores, rtol=0, atol=1e-6)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(box_sets(), st.sampled_from([0.05, 0.5, 3.0]), st.sampled_from([0.0, 0.001, 0.3]), st.data())
+def test_soft_nms_equals_reference_on_ties_duplicates_and_degenerate_boxes(boxes, sigma, floor, data):
+    xyxy, scores = boxes
+    class_ids = np.array(data.draw(st.lists(st.sampled_from([-7, 3, 1000]), min_size=len(scores),
+                                            max_size=len(scores))), np.int64)
+    want_idx, want_scores = reference_soft_nms(xyxy, scores, class_ids, sigma, floor)
+    for path in SOFT_PATHS:
+        idx, new_scores = soft_nms(xyxy, scores, class_ids, sigma=sigma, score_threshold=floor, _path=path)
+        assert_equal(idx, want_idx)
+        np.testing.assert_allclose(new_scores, want_scores, rtol=0, atol=1e-6)
+
+
+def test_soft_nms_hand_computed_decay_is_class_aware():
+    # Boxes 0 and 1 overlap at IoU 50 / 150 = 1/3; box 2 duplicates box 0 in another class.
+    xyxy = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [0, 0, 10, 10]], float)
+    scores = np.array([0.9, 0.8, 0.7])
+    idx, new = soft_nms(xyxy, scores, np.array([0, 0, 1]), sigma=0.5)
+    assert_equal(idx, [0, 2, 1])
+    np.testing.assert_allclose(new, [0.9, 0.7, 0.8 * np.exp(-(1 / 9) / 0.5)])
+    idx, new = soft_nms(xyxy, scores, None, sigma=0.5)  # one class: the duplicate decays too,
+    assert_equal(idx, [0, 1, 2])                         # by box 0 (IoU 1) and then by box 1
+    np.testing.assert_allclose(new[2], 0.7 * np.exp(-1 / 0.5) * np.exp(-(1 / 9) / 0.5))
+
+
+def test_soft_nms_empty_input():
+    for class_ids in (None, np.zeros(0, np.int64)):
+        idx, new = soft_nms(np.zeros((0, 4)), np.zeros(0), class_ids)
+        assert idx.dtype == np.int64 and idx.shape == (0,)
+        assert new.dtype == np.float64 and new.shape == (0,)
+
+
+def test_soft_nms_drops_scores_below_the_threshold():
+    xyxy = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]], float)
+    scores = np.array([0.9, 0.8, 0.05])  # box 2 starts below the threshold
+    idx, new = soft_nms(xyxy, scores, sigma=0.5, score_threshold=0.1)
+    assert_equal(idx, [0, 1])  # the duplicate decays to 0.8 * exp(-1 / 0.5) = 0.108
+    np.testing.assert_allclose(new, [0.9, 0.8 * np.exp(-2)])
+    idx, _ = soft_nms(xyxy, scores, sigma=0.4, score_threshold=0.1)
+    assert_equal(idx, [0])     # 0.8 * exp(-1 / 0.4) = 0.066
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_soft_nms_with_sigma_to_zero_is_hard_nms(seed):
+    # On an integer grid every positive IoU is >= 1 / 287, so exp(-iou**2 / 1e-9) underflows to
+    # 0: any overlap with a kept box drops a box, and kept boxes keep their scores.
+    rng = np.random.default_rng(seed)
+    corners = rng.integers(0, 60, (400, 2))
+    xyxy = np.concatenate([corners, corners + rng.integers(1, 13, (400, 2))], axis=1).astype(np.float64)
+    scores = rng.uniform(0.01, 1, 400)
+    class_ids = rng.integers(0, 2, 400)
+    for path in SOFT_PATHS:
+        idx, new = soft_nms(xyxy, scores, class_ids, sigma=1e-9, _path=path)
+        assert_equal(idx, batched_nms(xyxy, scores, class_ids, 0.0))
+        assert_equal(new, scores[idx])
+
+
+def test_linear_soft_nms_decays_only_above_its_threshold():
+    # IoU 2/3 with box 0 (above 0.5): 0.8 * (1 - 2/3); IoU 1/3 (below): unchanged; duplicate: 0.
+    xyxy = np.array([[0, 0, 10, 10], [2, 0, 12, 10], [5, 0, 15, 10], [0, 0, 10, 10]], float)
+    idx, new = soft_nms(xyxy, np.array([0.9, 0.8, 0.7, 0.6]), method="linear", iou_threshold=0.5)
+    assert_equal(idx, [0, 2, 1])
+    # 1 decays to 0.8 / 3 = 0.267 by box 0, then by box 2 (IoU 7/13 > 0.5) to 0.267 * 6/13.
+    np.testing.assert_allclose(new, [0.9, 0.7, 0.8 / 3 * 6 / 13])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sigma": 0.0}, "sigma must be a positive number, got 0.0"),
+        ({"sigma": float("nan")}, "sigma must be a positive number"),
+        ({"score_threshold": -1.0}, "score_threshold must be a number >= 0, got -1.0"),
+        ({"method": "hard"}, "method must be 'gaussian' or 'linear', got 'hard'"),
+        ({"class_ids": np.zeros(2, int)}, r"class_ids must have shape \(3,\) to match xyxy, got \(2,\)"),
+        ({"class_ids": np.zeros(3)}, "class_ids must have an integer"),
+    ],
+)
+def test_soft_nms_invalid_input_raises_one_line_value_error(kwargs, message):
+    with pytest.raises(ValueError, match=message) as info:
+        soft_nms(np.zeros((3, 4)), np.zeros(3), **kwargs)
     assert "\n" not in str(info.value)
