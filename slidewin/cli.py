@@ -71,6 +71,11 @@ def _add_detector_args(p: argparse.ArgumentParser, classes_default: str | None =
     g.add_argument("--max-levels", type=int, default=None, help="at most this many pyramid levels")
     g.add_argument("--min-score", type=float, default=0.5, help="minimum class score to keep a window (default 0.5)")
     g.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold (default 0.5)")
+    g.add_argument("--merge", choices=["nms", "soft-nms", "nested", "vote", "nested-vote"], default="nms",
+                   help="how overlapping windows become one box: class-aware NMS (default); soft-nms "
+                        "(Gaussian score decay); nested also drops boxes lying inside a stronger one (the "
+                        "demo's choice: cleaner pictures, lower AP); vote averages each kept box with those "
+                        "it suppressed")
     g.add_argument("--classes", default=classes_default,
                    help="what to detect: label indices (281), ranges (281-285), label names, group names "
                         f"(cat) or 'coco' for every COCO group (default: {classes_default or 'every label'})")
@@ -172,7 +177,7 @@ def _detector_config(args):
             windows_hw=(None if args.window == ["input"] else tuple(args.window)) if args.window else DEFAULT_WINDOWS,
             reference_side=reference_side,
             step=args.stride, scale=args.scale, max_levels=args.max_levels, min_score=args.min_score,
-            iou=args.iou, batch_size=args.batch_size, mode=args.mode,
+            iou=args.iou, batch_size=args.batch_size, mode=args.mode, merge=args.merge,
         )
     except ValueError as e:
         raise SlidewinError(str(e)) from None

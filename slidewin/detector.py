@@ -239,7 +239,7 @@ class SlidingWindowDetector:
         else:
             dets = Detections.empty(self.labels)
         stats.candidates = len(dets)
-        dets = merge_detections(dets, c.merge, c.iou, c.ios)
+        dets = merge_detections(dets, c.merge, c.iou, c.ios, min_score=c.min_score)
         stats.seconds["nms"] += time.perf_counter() - t0
         return dets, stats
 

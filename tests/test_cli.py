@@ -225,3 +225,20 @@ def test_default_windows_grow_with_big_photos_but_given_windows_stay_pixels(effn
     given = windows(big, "--window", "200x150")               # --window sizes are pixels ...
     scaled = windows(big, "--window", "200x150", "--reference-side", "1024")  # ... unless asked
     assert given["windows"] > 3 * scaled["windows"]
+
+
+def test_merge_option_changes_how_windows_become_boxes(effnet_onnx, chelsea, capsys):
+    def run(merge):
+        assert main(["detect", str(chelsea), "--model", str(effnet_onnx), "--mode", "dense", "--json", "-",
+                     "--classes", "coco", "--min-score", "0.3", "--merge", merge]) == 0
+        return json.loads(capsys.readouterr().out)["detections"]
+
+    hard, soft, nested = run("nms"), run("soft-nms"), run("nested")
+    assert hard and hard[0]["label"] == "cat"
+    assert soft and all(d["score"] >= 0.3 for d in soft)                     # decayed, never below --min-score
+    assert soft != hard
+    assert soft[0]["xyxy"] == hard[0]["xyxy"] and soft[0]["score"] == hard[0]["score"]  # the top box is untouched
+    assert len(nested) <= len(hard)
+    with pytest.raises(SystemExit) as e:                                       # argparse: usage + one error line
+        main(["detect", str(chelsea), "--model", str(effnet_onnx), "--merge", "wbf"])
+    assert e.value.code == 2 and "invalid choice: 'wbf'" in capsys.readouterr().err
