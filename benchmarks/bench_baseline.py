@@ -112,12 +112,15 @@ def build_slidewin(model_path: Path, config):
 
 def run_slidewin(det, image: np.ndarray) -> dict:
     t0 = time.perf_counter()
+    stages = None
     if hasattr(det, "run"):
         dets, stats = det.run(image)
         windows, levels = getattr(stats, "windows", None), getattr(stats, "levels", None)
+        stages = dict(getattr(stats, "seconds", {})) or None  # the profile: where the time went
     else:
         dets, windows, levels = det.detect(image), None, None
-    return {"seconds": time.perf_counter() - t0, "windows": windows, "levels": levels, "detections": len(dets)}
+    return {"seconds": time.perf_counter() - t0, "windows": windows, "levels": levels, "detections": len(dets),
+            "stages": stages}
 
 
 def run_baseline(model, preprocess, labels, image: np.ndarray, max_windows: int | None) -> dict:
@@ -145,6 +148,14 @@ def _load_avg() -> float | None:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
+
+
+def _network_share(runs: list[dict]) -> float | None:
+    """Share of a method's time spent in the network (Keras predict / ONNX Runtime inference)."""
+    if not all(r.get("stages") for r in runs):
+        return None
+    net = sum(r["stages"].get("predict", r["stages"].get("inference", 0.0)) for r in runs)
+    return net / sum(r["seconds"] for r in runs)
 
 
 def write_json(out_dir: Path, payload: dict) -> Path:
@@ -268,16 +279,18 @@ def main(argv=None) -> int:
         summary.append({"method": name, "median_s": median(secs), "seconds": secs,
                         "windows": wins, "windows_per_image": float(np.mean(wins)) if known else float("nan"),
                         "windows_per_s": sum(wins) / sum(secs) if known else None,
-                        "speedup": median(ratios), "speedup_per_image": ratios})
+                        "speedup": median(ratios), "speedup_per_image": ratios,
+                        "network_share": _network_share([e["methods"][name] for e in per_image])})
     base_wps = summary[0]["windows_per_s"]
     for s in summary:  # throughput ratio: the speed-up with the difference in window counts taken out
         s["per_window_speedup"] = s["windows_per_s"] / base_wps if s["windows_per_s"] and base_wps else None
     rows = [[s["method"], " / ".join(str(w) for w in s["windows"]), f"{s['median_s']:.2f}",
              f"{s['windows_per_s']:.1f}" if s["windows_per_s"] else "-",
              "1.0x (reference)" if s["method"] == "baseline" else f"{s['speedup']:.1f}x",
-             f"{s['per_window_speedup']:.1f}x" if s["per_window_speedup"] else "-"] for s in summary]
+             f"{s['per_window_speedup']:.1f}x" if s["per_window_speedup"] else "-",
+             f"{100 * s['network_share']:.0f}%" if s["network_share"] is not None else "-"] for s in summary]
     print_table(["method", "windows per image", "median s / image", "windows / s", "speed-up per image",
-                 "per-window speed-up"], rows,
+                 "per-window speed-up", "time in the network"], rows,
                 title=f"Keras tutorial recipe vs slidewin, ResNet50 (random weights, max |Δprob| {diff:.1g}), "
                       f"{len(images)} coco-dev images at width {args.width or 'original'}; speed-up = median over "
                       f"images of the per-image ratio, measured side by side ({machine_line(m)})")
