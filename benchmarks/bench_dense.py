@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     apd = ap_difference()
     if apd:
         d = apd["dense_minus_patch"]
-        print(f"AP from saved `slidewin evaluate` reports ({apd['patch']['images']} images, {apd['patch']['model']}): "
+        print(f"AP from saved `slidewin evaluate` reports ({apd['patch']['images']} images, {apd['patch']['model']['path']}): "
               f"patch AP {apd['patch']['AP']:.4f} / AP50 {apd['patch']['AP50']:.4f}, dense AP {apd['dense']['AP']:.4f} "
               f"/ AP50 {apd['dense']['AP50']:.4f}; dense - patch: AP {d['AP']:+.4f}, AP50 {d['AP50']:+.4f}")
     write_json("dense", {"machine": m, "args": vars(args), "size_wh": SIZE_WH, "target_speedup": TARGET,

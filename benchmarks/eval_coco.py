@@ -88,6 +88,8 @@ def main(argv=None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"summary{suffix}.md").write_text(
         f"# slidewin vs the tutorial recipe{suffix and f' (first {args.limit} images)'}\n{table}\n"
+        "s/image is as measured during each run, which may have shared the CPU with other jobs; speed "
+        "comparisons are the benchmarks' business (README, Performance).\n\n"
         f"Reproduce: `python benchmarks/eval_coco.py{' --limit ' + str(args.limit) if args.limit else ''}`. "
         "Per-run reports: " + ", ".join(f"[{r}-{md}]({r}-{md}{suffix}/report.md)" for md in args.modes for r in RECIPES)
         + ".\n")
