@@ -104,6 +104,19 @@ def slidewin_configs() -> dict[str, object]:
     }
 
 
+def int8_model(fp32: Path) -> Path:
+    """``<stem>-int8.onnx`` beside the fp32 model, quantized (calibrated on coco-dev) when missing
+    or older than it."""
+    path = fp32.with_name(f"{fp32.stem}-int8.onnx")
+    if not path.exists() or path.stat().st_mtime < fp32.stat().st_mtime:
+        from slidewin_export.quantize import calibration_photos, to_int8
+
+        _, calibration, held_out = calibration_photos(COCO_DEV / "images")
+        print(f"making {path.name} from {fp32.name} (int8, calibrated on coco-dev windows) ...", flush=True)
+        to_int8(fp32, path, calibration, held_out=held_out)
+    return path
+
+
 def build_slidewin(model_path: Path, config):
     from slidewin.loading import build_detector
 
@@ -239,12 +252,13 @@ def main(argv=None) -> int:
     for name, cfg in slidewin_configs().items():
         methods[name] = build_slidewin(model_path, cfg)
     int8_path = None
-    if args.int8:  # the same weights, quantized: what patch mode gains from --precision int8
-        from bench_precision import variant
+    if args.int8 and not (COCO_DEV / "images").is_dir():
+        print(f"no int8 row: calibrating it needs real photos ({COCO_DEV} is absent)", flush=True)
+    elif args.int8:  # the same weights, quantized: what patch mode gains from --precision int8
         from slidewin.detector import Mode
         from slidewin.evaluate import tutorial_config
 
-        int8_path = variant(model_path.stem, "int8", model_path, False)
+        int8_path = int8_model(model_path)
         methods = {INT8_METHOD: build_slidewin(int8_path, tutorial_config(INPUT_SIZE, Mode.PATCH)), **methods}
     warm_image = images[0][1][: 240, : 320]
     for name, det in methods.items():

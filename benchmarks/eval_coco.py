@@ -48,7 +48,8 @@ def main(argv=None) -> int:
     if not (args.data / "instances.json").exists():
         sys.exit(f"eval_coco: {args.data}: no COCO dataset there (images/ + instances.json); pass --data")
     os.chdir(ROOT)  # reports name the model by its path relative to the project
-    model = ensure_model(args.model).relative_to(ROOT)
+    model = ensure_model(args.model)
+    model = model.relative_to(ROOT) if model.is_relative_to(ROOT) else model
     m = machine()
     print(f"machine: {machine_line(m)}; model {model}; data {args.data}", flush=True)
     suffix = f"-{args.limit}" if args.limit else ""

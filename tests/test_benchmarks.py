@@ -153,6 +153,46 @@ def test_bench_baseline_main_tiny(resnet50_random_onnx, tmp_path):
     assert data["weights_max_abs_diff"] < 1e-4  # the same seed-0 weights in Keras and in the ONNX file
     methods = {s["method"]: s for s in data["summary"]}
     assert {"baseline", "patch (tutorial windows)", "patch (slidewin defaults)"} <= set(methods)
+    if bench_baseline.COCO_DEV.exists():  # the int8 row is quantized beside the model, calibrated on coco-dev
+        int8 = methods[bench_baseline.INT8_METHOD]
+        assert int8["windows"] == methods["patch (tutorial windows)"]["windows"]
+        assert Path(data["int8_model"]).parent == resnet50_random_onnx.parent
     (h, w) = data["per_image"][0]["hw"]
     assert w == 250 and methods["baseline"]["windows"] == [recipe.count_windows((h, w), None)[1]]
     assert all(s["median_s"] > 0 for s in data["summary"])
+
+
+# --- bench_dense, eval_coco -----------------------------------------------------------------------------
+
+
+def test_bench_dense_main_tiny(effnet_onnx, tmp_path, monkeypatch, capsys):
+    import _common
+    import bench_dense
+
+    monkeypatch.setattr(bench_dense, "ensure_model", lambda name: effnet_onnx)
+    monkeypatch.setattr(_common, "RESULTS", tmp_path)
+    monkeypatch.setattr(bench_dense, "RESULTS", tmp_path)
+    assert bench_dense.main(["--images", "1", "--rounds", "1", "--configs", "efficientnet-lite0:input"]) == 0
+    r = json.loads((tmp_path / "dense.json").read_text())["results"][0]
+    assert r["windows_per_image"] > 1 and r["patch_s_median"] > 0 and r["dense_s_median"] > 0
+    assert 0 <= r["top1_agreement"] <= 1 and r["agreement_meaningful"]
+    assert "dense speed-up" in capsys.readouterr().out
+
+
+def test_eval_coco_main_tiny(effnet_onnx, tmp_path, monkeypatch, capsys):
+    import eval_coco
+
+    if not (eval_coco.COCO_DEV / "instances.json").exists():
+        pytest.skip("../shared/data/coco-dev is absent")
+    monkeypatch.setattr(eval_coco, "ensure_model", lambda name: effnet_onnx)
+    assert eval_coco.main(["--modes", "dense", "--limit", "2", "--out-dir", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary-2.json").read_text())
+    (row,) = summary["results"]
+    assert row["mode"] == "dense" and row["images"] == 2
+    for recipe in ("slidewin", "tutorial"):
+        metrics = json.loads((tmp_path / f"{recipe}-dense-2" / "metrics.json").read_text())
+        assert metrics["recipe"] == recipe and metrics["images"] == 2
+    assert (tmp_path / "summary-2.md").read_text().count("| dense |") == 2
+    # --reuse reads the reports back instead of evaluating again
+    assert eval_coco.main(["--modes", "dense", "--limit", "2", "--out-dir", str(tmp_path), "--reuse"]) == 0
+    assert capsys.readouterr().out.count("reusing") == 2
