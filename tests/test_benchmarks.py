@@ -185,6 +185,7 @@ def test_eval_coco_main_tiny(effnet_onnx, tmp_path, monkeypatch, capsys):
     if not (eval_coco.COCO_DEV / "instances.json").exists():
         pytest.skip("../shared/data/coco-dev is absent")
     monkeypatch.setattr(eval_coco, "ensure_model", lambda name: effnet_onnx)
+    monkeypatch.chdir(tmp_path)  # main() changes directory to the project; restore it afterwards
     assert eval_coco.main(["--modes", "dense", "--limit", "2", "--out-dir", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary-2.json").read_text())
     (row,) = summary["results"]
