@@ -8,9 +8,9 @@ writes each report to benchmarks/results/eval/<recipe>-<mode>/ plus a side-by-si
     python benchmarks/eval_coco.py [--modes patch dense] [--data ../shared/data/coco-dev]
         [--reuse] [--limit N]
 
-On the 2-core development CPU the full run takes about 1.5 hours (the patch-mode runs dominate:
+On the 2-core development CPU the full run takes 1 to 1.5 hours (the patch-mode runs dominate:
 the tutorial classifies ~1,500 windows per photo, slidewin's defaults ~2,700). `--modes dense`
-takes about 10 minutes. `--reuse` keeps reports already on disk for the same model (and the same --limit).
+takes about 3 minutes on a quiet machine. `--reuse` keeps reports already on disk for the same model (and the same --limit).
 """
 
 from __future__ import annotations
