@@ -108,10 +108,12 @@ def print_table(headers: list[str], rows: list[list], title: str | None = None) 
     return text
 
 
-def write_json(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+def write_json(name: str, payload: dict, folder: Path | None = None) -> Path:
+    """Write payload as <folder>/<name>.json (default folder: benchmarks/results)."""
+    folder = folder or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print(f"wrote {_shown(path)}")
     return path
 
@@ -120,7 +122,7 @@ def _shown(path: Path) -> Path:
     return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
-def write_chart(name: str, draw, folder: Path | None = None) -> Path | None:
+def write_chart(name: str, draw, folder: Path | None = None, figsize=(8, 4.5)) -> Path | None:
     """Call draw(ax) on a fresh matplotlib figure and save it as <folder>/<name>.png
     (default folder: benchmarks/results)."""
     try:
@@ -131,7 +133,7 @@ def write_chart(name: str, draw, folder: Path | None = None) -> Path | None:
     except ImportError:
         print("matplotlib not installed: no chart (pip install 'slidewin[eval]')")
         return None
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=figsize, dpi=110)
     draw(ax)
     fig.tight_layout()
     folder = folder or RESULTS

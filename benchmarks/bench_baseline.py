@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import COCO_DEV, RESULTS, ensure_model, machine, machine_line, median, print_table
+from _common import COCO_DEV, RESULTS, ensure_model, machine, machine_line, median, print_table, write_chart, write_json
 from baseline_recipe import INPUT_SIZE, PYR_SCALE, ROI_SIZE, WIDTH, WIN_STEP, count_windows, imutils_resize, tutorial_detect
 
 SEED = 0  # what export_keras_resnet50(..., seed=0) and ensure_model("resnet50-random") use
@@ -171,25 +171,8 @@ def _network_share(runs: list[dict]) -> float | None:
     return net / sum(r["seconds"] for r in runs)
 
 
-def write_json(out_dir: Path, payload: dict) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "baseline.json"
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    print(f"wrote {path}")
-    return path
-
-
-def write_chart(out_dir: Path, summary: list[dict], m: dict, n_images: int) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no chart (pip install 'slidewin[eval]')")
-        return None
+def draw_chart(ax, summary: list[dict], m: dict, n_images: int) -> None:
     rows = [s for s in summary if s.get("median_s")]
-    fig, ax = plt.subplots(figsize=(8.5, 4.5), dpi=110)
     y = np.arange(len(rows))
     ax.barh(y, [r["median_s"] for r in rows], color=["C3"] + ["C0"] * (len(rows) - 1))
     for i, r in enumerate(rows):
@@ -204,12 +187,6 @@ def write_chart(out_dir: Path, summary: list[dict], m: dict, n_images: int) -> P
     ax.set_title(f"Keras tutorial recipe vs slidewin, ResNet50 random weights\n"
                  f"{m['cpu'][:40]} ({m['physical_cores']} cores), {m['date']}", fontsize=9)
     ax.set_xlim(right=max(r["median_s"] for r in rows) * 8)
-    fig.tight_layout()
-    path = out_dir / "baseline.png"
-    fig.savefig(path)
-    plt.close(fig)
-    print(f"wrote {path}")
-    return path
 
 
 def main(argv=None) -> int:
@@ -333,8 +310,9 @@ def main(argv=None) -> int:
                                     for k, v in slidewin_configs().items()},
                "summary": summary, "per_image": per_image, "targets": targets,
                "caveat": "CPU shared with other processes; methods interleaved per image; random weights: speed only"}
-    write_json(args.out_dir, payload)
-    write_chart(args.out_dir, summary, m, len(images))
+    write_json("baseline", payload, folder=args.out_dir)
+    write_chart("baseline", lambda ax: draw_chart(ax, summary, m, len(images)), folder=args.out_dir,
+                figsize=(8.5, 4.5))
     return 0
 
 
