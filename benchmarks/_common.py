@@ -22,7 +22,7 @@ def machine() -> dict:
     """What the numbers were measured on."""
     import onnxruntime as ort
 
-    from slidewin.session import cuda_usable, physical_cores
+    from slidewin.runtime.sessions import cuda_usable, physical_cores
 
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -101,7 +101,7 @@ def median(xs: list[float]) -> float:
 
 def print_table(headers: list[str], rows: list[list], title: str | None = None) -> str:
     """Print (and return) a GitHub-markdown table."""
-    from slidewin.report import markdown_table
+    from slidewin.apps.tables import markdown_table
 
     text = (f"\n{title}\n\n" if title else "") + markdown_table(headers, rows)
     print(text, flush=True)

@@ -2,31 +2,27 @@
 
 Every row is one full `slidewin evaluate` over coco-dev (same harness, same model), changing
 one thing at a time. Run: python benchmarks/ablation.py [--mode dense] [--limit N] [--only 17 18]
-[--out ablation-softnms]. A row may also set merge parameters that `DetectorConfig` has no field
-for (soft-NMS's sigma); they are recorded with the row.
+[--out ablation-softnms].
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 from dataclasses import replace
-from functools import partial
-from unittest import mock
 
 from _common import COCO_DEV, RESULTS, ensure_model, machine, machine_line, print_table, write_json
 
-from slidewin.detector import DetectorConfig, Mode, Scoring
-from slidewin.evaluate import evaluate, slidewin_config, tutorial_config
-from slidewin.merge import SOFT_SIGMA, Merge, merge_detections
+from slidewin.apps.evaluate import evaluate, slidewin_config, tutorial_config
+from slidewin.core.merge import SOFT_SIGMA, Merge
+from slidewin.pipeline.config import DetectorConfig, Mode, Scoring
 
 SQUARE = ((224, 224),)
 ASPECTS = ((224, 224), (224, 336), (336, 224))
 ROI, PORTRAIT, SMALL, SMALL_PORTRAIT = (150, 200), (200, 150), (75, 100), (100, 75)
 
 
-def steps(mode: Mode) -> list[tuple[str, DetectorConfig] | tuple[str, DetectorConfig, dict]]:
+def steps(mode: Mode) -> list[tuple[str, DetectorConfig]]:
     tut = tutorial_config((224, 224), mode)
     group = replace(tut, scoring=Scoring.GROUP_SUM)
     low = replace(group, min_score=0.05)
@@ -55,13 +51,13 @@ def steps(mode: Mode) -> list[tuple[str, DetectorConfig] | tuple[str, DetectorCo
         # Round 3, from the chosen defaults (150x200 + 200x150 + 75x100, NMS 0.5, scores >= 0.01).
         ("current defaults (evaluation: scores >= 0.01, NMS IoU 0.5)", default),
         (f"defaults + Gaussian soft-NMS, sigma {SOFT_SIGMA}", replace(default, merge=Merge.SOFT)),
-        ("defaults + Gaussian soft-NMS, sigma 1.0", replace(default, merge=Merge.SOFT), {"sigma": 1.0}),
+        ("defaults + Gaussian soft-NMS, sigma 1.0", replace(default, merge=Merge.SOFT, soft_sigma=1.0)),
     ]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mode", choices=["patch", "dense"], default="dense")
+    ap.add_argument("--mode", choices=[Mode.PATCH.value, Mode.DENSE.value], default=Mode.DENSE.value)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--only", type=int, nargs="*", default=None, help="row numbers to run")
     ap.add_argument("--out", default=None, help="results name under benchmarks/results "
@@ -71,16 +67,13 @@ def main(argv=None) -> int:
     model = ensure_model("efficientnet-lite0")
     m = machine()
     rows, out = [], []
-    for i, (name, cfg, *extra) in enumerate(steps(mode)):
+    for i, (name, cfg) in enumerate(steps(mode)):
         if args.only is not None and i not in args.only:
             continue
-        merge_params = extra[0] if extra else {}
-        with _merge_params(merge_params):
-            r = evaluate(COCO_DEV, model, mode=mode, config=cfg, progress=False, limit=args.limit)
+        r = evaluate(COCO_DEV, model, mode=mode, config=cfg, progress=False, limit=args.limit)
         rows.append([i, name, f"{r['AP']:.4f}", f"{r['AP50']:.4f}", f"{r['AP75']:.4f}", f"{r['seconds_per_image']:.2f}"])
         out.append({"step": i, "name": name, "AP": r["AP"], "AP50": r["AP50"], "AP75": r["AP75"],
-                    "seconds_per_image": r["seconds_per_image"], "config": r["config"],
-                    **({"merge_params": merge_params} if merge_params else {})})
+                    "seconds_per_image": r["seconds_per_image"], "config": r["config"]})
         print(f"[{i}] {name}: AP50 {r['AP50']:.4f}", flush=True)
     print_table(["#", "step", "AP", "AP50", "AP75", "s/image"], rows,
                 title=f"Ablation, EfficientNet-Lite0, coco-dev, {mode.value} mode ({machine_line(m)})")
@@ -93,13 +86,6 @@ def main(argv=None) -> int:
                      key=lambda r: r["step"])
     write_json(name, {"machine": m, "mode": mode.value, "rows": out})
     return 0
-
-
-def _merge_params(params: dict):
-    """The detector merges with these keyword arguments of `merge_detections` while it runs."""
-    if not params:
-        return contextlib.nullcontext()
-    return mock.patch("slidewin.detector.merge_detections", partial(merge_detections, **params))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ windows, top-1 >= 0.9, imutils NMS). slidewin runs the *same* ResNet50 weights (
 ``--weights none`` builds the network it exports to models/resnet50-random.onnx; checked on one
 window below) on the same resized image:
 
-- patch mode with the tutorial's windows (`slidewin.evaluate.tutorial_config`: one 200x150
+- patch mode with the tutorial's windows (`slidewin.apps.evaluate.tutorial_config`: one 200x150
   window, pyramid 1.5, 16 px steps of the ROI along both axes; slidewin also keeps one window
   flush with the right/bottom edge, which the tutorial's ``range`` drops, so it classifies a
   few more windows - counts are printed);
@@ -77,7 +77,7 @@ def load_keras_resnet50(seed: int = SEED):
 def sample_images(n: int, width: int | None) -> list[tuple[str, np.ndarray]]:
     """The first n coco-dev photos (RGB), resized to ``width`` as the tutorial does; synthetic
     640x480 noise when coco-dev is absent."""
-    from slidewin.images import load_image
+    from slidewin.io.images import load_image
 
     paths = sorted((COCO_DEV / "images").glob("*.jpg"))[:n] if COCO_DEV.exists() else []
     if paths:
@@ -89,16 +89,16 @@ def sample_images(n: int, width: int | None) -> list[tuple[str, np.ndarray]]:
 
 
 def slidewin_configs() -> dict[str, object]:
-    """slidewin's runs: the tutorial recipe exactly (`slidewin.evaluate.tutorial_config`: ROI
+    """slidewin's runs: the tutorial recipe exactly (`slidewin.apps.evaluate.tutorial_config`: ROI
     200x150, 16 px steps along both axes of the ROI, pyramid 1.5) and slidewin's defaults, in
     patch and dense mode. Dense mode steps by the network stride (32 classifier-input pixels),
     a coarser grid than the tutorial's; the window counts printed make that visible."""
-    from slidewin.detector import DetectorConfig, Mode
-    from slidewin.evaluate import tutorial_config
+    from slidewin.pipeline.config import DetectorConfig, Mode
+    from slidewin.apps.evaluate import tutorial_config
 
     return {
         "patch (tutorial windows)": tutorial_config(INPUT_SIZE, Mode.PATCH),
-        "patch (slidewin defaults)": DetectorConfig(),
+        "patch (slidewin defaults)": DetectorConfig(mode=Mode.PATCH),
         "dense (tutorial windows)": tutorial_config(INPUT_SIZE, Mode.DENSE),
         "dense (slidewin defaults)": DetectorConfig(mode=Mode.DENSE),
     }
@@ -118,22 +118,18 @@ def int8_model(fp32: Path) -> Path:
 
 
 def build_slidewin(model_path: Path, config):
-    from slidewin.loading import build_detector
+    from slidewin.pipeline.factory import build_detector
 
     return build_detector(model_path, config=config)
 
 
 def run_slidewin(det, image: np.ndarray) -> dict:
     t0 = time.perf_counter()
-    stages = None
-    if hasattr(det, "run"):
-        dets, stats = det.run(image)
-        windows, levels = getattr(stats, "windows", None), getattr(stats, "levels", None)
-        stages = dict(getattr(stats, "seconds", {})) or None  # the profile: where the time went
-    else:
-        dets, windows, levels = det.detect(image), None, None
-    return {"seconds": time.perf_counter() - t0, "windows": windows, "levels": levels, "detections": len(dets),
-            "stages": stages}
+    dets = det.detect(image)
+    stats = det.last_stats
+    # stages: the profile, where the time went
+    return {"seconds": time.perf_counter() - t0, "windows": stats.windows, "levels": stats.levels,
+            "detections": len(dets), "stages": dict(stats.seconds)}
 
 
 def run_baseline(model, preprocess, labels, image: np.ndarray, max_windows: int | None) -> dict:
@@ -147,7 +143,7 @@ def check_same_weights(model, preprocess, model_path: Path, image: np.ndarray) -
     """max |Δprob| between Keras and the ONNX model on one 224x224 window of a real image."""
     import cv2
 
-    from slidewin.classifier import Classifier
+    from slidewin.runtime.classifier import Classifier
 
     h, w = image.shape[:2]
     window = cv2.resize(image[: min(h, ROI_SIZE[1]), : min(w, ROI_SIZE[0])], INPUT_SIZE)[None]
@@ -213,7 +209,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     model, preprocess = load_keras_resnet50()
     build_s = time.perf_counter() - t0
-    from slidewin.classifier import Classifier
+    from slidewin.runtime.classifier import Classifier
 
     labels = Classifier(model_path, device="cpu").labels
     diff = check_same_weights(model, preprocess, model_path, images[0][1])
@@ -232,8 +228,8 @@ def main(argv=None) -> int:
     if args.int8 and not (COCO_DEV / "images").is_dir():
         print(f"no int8 row: calibrating it needs real photos ({COCO_DEV} is absent)", flush=True)
     elif args.int8:  # the same weights, quantized: what patch mode gains from --precision int8
-        from slidewin.detector import Mode
-        from slidewin.evaluate import tutorial_config
+        from slidewin.pipeline.config import Mode
+        from slidewin.apps.evaluate import tutorial_config
 
         int8_path = int8_model(model_path)
         methods = {INT8_METHOD: build_slidewin(int8_path, tutorial_config(INPUT_SIZE, Mode.PATCH)), **methods}

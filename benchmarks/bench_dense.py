@@ -31,7 +31,7 @@ DEFAULT_CONFIGS = ["efficientnet-lite0:default", "efficientnet-lite0:input", "re
 
 def photos(n: int) -> list[tuple[str, np.ndarray]]:
     """n coco-dev photos resized to exactly 640x480 (synthetic noise when coco-dev is absent)."""
-    from slidewin.images import load_image
+    from slidewin.io.images import load_image
 
     paths = sorted((COCO_DEV / "images").glob("*.jpg"))[:n] if COCO_DEV.exists() else []
     if paths:
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from slidewin import Classifier, DetectorConfig, SlidingWindowDetector
-    from slidewin.detector import DEFAULT_WINDOWS
+    from slidewin.pipeline.config import DEFAULT_WINDOWS
 
     m = machine()
     print(f"machine: {machine_line(m)}; load average {os.getloadavg()[0]:.1f}", flush=True)
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         det = {mode: SlidingWindowDetector(clf, config=DetectorConfig(mode=mode, windows_hw=wins, min_score=0.5))
                for mode in ("patch", "dense")}
         for d in det.values():  # warm-up: dense graph rewrite (cached), ORT first-run allocations
-            d.run(images[0][1])
+            d.detect(images[0][1])
         per_image = []
         agree, agree_conf, n_conf, n_all, max_diff = 0, 0, 0, 0, 0.0
         for img_name, image in images:
@@ -87,7 +87,8 @@ def main(argv=None) -> int:
             for _ in range(args.rounds):
                 for mode in ("patch", "dense"):
                     t0 = time.perf_counter()
-                    _, stats = det[mode].run(image)
+                    det[mode].detect(image)
+                    stats = det[mode].last_stats
                     secs[mode].append(time.perf_counter() - t0)
             pp, bp = det["patch"].window_probabilities(image)
             pd, bd = det["dense"].window_probabilities(image)

@@ -39,23 +39,22 @@ def worker(model: Path, mode: str | None, paths: list[Path], windows: str) -> di
     """Runs in a child process: load, warm up on the first image, then time every image."""
     import resource
 
-    from slidewin.detector import DetectorConfig
-    from slidewin.images import load_image
-    from slidewin.loading import build_detector
-
-    from slidewin.detector import DEFAULT_WINDOWS
+    from slidewin.io.images import load_image
+    from slidewin.pipeline.config import DEFAULT_WINDOWS, DetectorConfig
+    from slidewin.pipeline.factory import build_detector
 
     wins = DEFAULT_WINDOWS if windows == "default" else None  # None: the classifier's input size
     config = DetectorConfig(mode=mode, windows_hw=wins) if mode else DetectorConfig()
     classes = "coco" if mode else None
     det = build_detector(model, config=config, classes=classes)
-    det.run(load_image(paths[0], convert=True))  # warm-up: numba load, ORT first-run allocations
+    det.detect(load_image(paths[0], convert=True))  # warm-up: numba load, ORT first-run allocations
     latencies, windows = [], 0
     t_all = time.perf_counter()
     for p in paths:
         t0 = time.perf_counter()
         image = load_image(p, convert=True)
-        _, stats = det.run(image)
+        det.detect(image)
+        stats = det.last_stats
         latencies.append(time.perf_counter() - t0)
         windows += stats.windows
     total = time.perf_counter() - t_all
@@ -63,8 +62,8 @@ def worker(model: Path, mode: str | None, paths: list[Path], windows: str) -> di
         "latencies": latencies,
         "images_per_s": len(paths) / total,
         "windows": windows,
-        "unit": stats.unit,
-        "providers": det.classifier.providers if hasattr(det, "classifier") else det.providers,
+        "unit": stats.unit.value,
+        "providers": det.providers,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 

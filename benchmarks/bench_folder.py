@@ -1,11 +1,11 @@
 """Folder runs: images/s with and without decode prefetch, side by side; and peak memory.
 
-Default: N coco-dev photos through `slidewin.batch.run_folder` (what `slidewin detect DIR
---out-dir OUT` runs), EfficientNet-Lite0 on the CPU, each configuration with ``--prefetch 0``
-(decode inline) and ``--prefetch 4`` (2 decode threads ahead), interleaved over the repeats;
-each both as slidewin opens its sessions (ONNX Runtime's threads spin-wait between ops) and
-with spin-waiting off (``session.intra_op.allow_spinning=0``, patched in for the measurement).
-Every measurement runs in a fresh process so that its peak RSS is its own.
+Default: N coco-dev photos through `slidewin.apps.folder.run.run_folder` (what `slidewin detect
+DIR --out-dir OUT` runs), EfficientNet-Lite0 on the CPU, each configuration with ``--prefetch 0``
+(decode inline) and ``--prefetch 4`` (2 decode threads ahead), interleaved over the repeats.
+Every measurement runs in a fresh process so that its peak RSS is its own. (Until 2026-11 this
+also measured ONNX Runtime's spin-waiting threads against sleeping ones; that result is why
+every slidewin session now sleeps, see `slidewin.runtime.sessions.session_options`.)
 
 ``--rss`` adds the memory figures: RSS every 100 images over 1,000 images (coco-dev cycled),
 and the peak on one synthetic 20000 x 20000 JPEG, dense mode tiled (default) and untiled
@@ -49,43 +49,21 @@ def _mb(kb: int) -> float:
     return round(kb / 1024, 1)
 
 
-def _no_spinning() -> None:
-    """Make every ONNX Runtime session of this process sleep instead of spin-waiting between ops.
-
-    slidewin's sessions spin (ORT's default); this measures what turning it off would give,
-    without changing slidewin: spinning threads hold the cores that decode threads and other
-    processes need.
-    """
-    import onnxruntime as ort
-
-    make = ort.SessionOptions
-
-    def options():
-        opts = make()
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return opts
-
-    ort.SessionOptions = options
-
-
 def child(spec: dict) -> dict:
     """One folder run in this process; prints what it measured as one JSON line."""
     import psutil
 
-    if spec.get("no_spin"):
-        _no_spinning()
-
-    from slidewin.batch import collect_inputs, run_folder
-    from slidewin.detector import DetectorConfig
-    from slidewin.loading import build_detector
+    from slidewin.apps.folder.inputs import collect_inputs
+    from slidewin.apps.folder.run import run_folder
+    from slidewin.pipeline.sliding import DetectorConfig
+    from slidewin.pipeline.factory import build_detector
 
     proc = psutil.Process()
     windows = ((spec["window"], spec["window"]),) if spec.get("window") else None
     config = DetectorConfig(mode=spec["mode"], windows_hw=windows, max_levels=spec.get("max_levels"),
-                            batch_size=spec.get("batch_size", 16))
+                            batch_size=spec.get("batch_size", 16),
+                            **({"dense_tile": spec["dense_tile"]} if spec.get("dense_tile") is not None else {}))
     detector = build_detector(spec["model"], config=config, device="cpu")
-    if spec.get("dense_tile") is not None and getattr(detector, "dense", None) is not None:
-        detector.dense.max_tile = spec["dense_tile"]
     root, inputs = collect_inputs([spec["folder"]])
     rss_loaded = proc.memory_info().rss
     samples, every = [], spec.get("sample_every", 0)
@@ -145,26 +123,24 @@ assert cv2.imwrite({str(path)!r}, img, [cv2.IMWRITE_JPEG_QUALITY, 85])
 def prefetch_gain(model: Path, args, tmp: Path) -> tuple[list, dict]:
     folder = link_folder(tmp / "gain", args.images)
     results = {}
-    variants = [(name, spin) for name in CONFIGS for spin in (True, False)]
     for rep in range(args.repeats):
-        for k, (name, spin) in enumerate(variants):
+        for k, name in enumerate(CONFIGS):
             for pf in (0, 4) if (rep + k) % 2 == 0 else (4, 0):  # alternate the order: shared cores drift
                 spec = {**CONFIGS[name], "model": str(model), "folder": str(folder), "prefetch": pf,
-                        "no_spin": not spin, "out": str(tmp / f"out-{k}-{pf}-{rep}")}
+                        "out": str(tmp / f"out-{k}-{pf}-{rep}")}
                 r = run_child(spec)
-                results.setdefault((name, spin), {}).setdefault(pf, []).append(r)
-                print(f"  {name}, ORT spin-wait {'on' if spin else 'off'}, prefetch {pf}: "
-                      f"{r['images_per_s']:.2f} images/s, peak RSS {r['peak_rss_mb']} MB", flush=True)
+                results.setdefault(name, {}).setdefault(pf, []).append(r)
+                print(f"  {name}, prefetch {pf}: {r['images_per_s']:.2f} images/s, peak RSS "
+                      f"{r['peak_rss_mb']} MB", flush=True)
     rows, payload = [], {}
-    for (name, spin), by_pf in results.items():
+    for name, by_pf in results.items():
         best = {pf: max(by_pf[pf], key=lambda r: r["images_per_s"]) for pf in by_pf}
         ips0, ips4 = best[0]["images_per_s"], best[4]["images_per_s"]
         share = best[0]["decode_seconds"] / best[0]["seconds"]
-        spin_text = "on (slidewin's default)" if spin else "off"
-        rows.append([name, spin_text, f"{ips0:.2f}", f"{ips4:.2f}", f"{ips4 / ips0:.2f}x", f"{100 * share:.1f}%",
+        rows.append([name, f"{ips0:.2f}", f"{ips4:.2f}", f"{ips4 / ips0:.2f}x", f"{100 * share:.1f}%",
                      f"{best[0]['peak_rss_mb']:.0f} / {best[4]['peak_rss_mb']:.0f}"])
-        payload[f"{name}; ORT spin-wait {'on' if spin else 'off'}"] = {
-            "config": CONFIGS[name], "ort_spin_wait": spin, "runs": {str(k): v for k, v in by_pf.items()},
+        payload[name] = {
+            "config": CONFIGS[name], "runs": {str(k): v for k, v in by_pf.items()},
             "best_images_per_s": {"prefetch_0": ips0, "prefetch_4": ips4}, "speedup": round(ips4 / ips0, 3),
             "decode_share_without_prefetch": round(share, 4)}
     return rows, payload
@@ -230,7 +206,7 @@ def main(argv=None) -> int:
         if not args.skip_gain:
             print(f"prefetch: {args.images} coco-dev photos, {args.repeats} runs per configuration")
             rows, payload["prefetch"] = prefetch_gain(model, args, tmp)
-            print_table(["configuration", "ORT spin-wait", "images/s, decode inline", "images/s, prefetch 4",
+            print_table(["configuration", "images/s, decode inline", "images/s, prefetch 4",
                          "speed-up", "decode share (inline)", "peak RSS MB (inline / prefetch)"], rows,
                         title=f"Folder run, EfficientNet-Lite0 on the CPU, {args.images} coco-dev photos "
                               f"(best of {args.repeats})")

@@ -1,6 +1,6 @@
 """slidewin's numba NMS against cv2.dnn.NMSBoxes, a plain NumPy NMS and torchvision, side by side.
 
-Greedy NMS (`slidewin.nms.nms`) and class-aware NMS (`slidewin.nms.batched_nms`) at several box
+Greedy NMS (`slidewin.core.nms.nms`) and class-aware NMS (`slidewin.core.nms.batched_nms`) at several box
 counts, on a uniform random layout and a clustered one, IoU threshold 0.5. For each competitor:
 median time (numba compile time excluded; the first call is reported separately) and whether its
 kept indices are identical, in order, to the NumPy reference (the textbook greedy loop in float64).
@@ -147,7 +147,7 @@ class Impl:
 
 
 def _slidewin_impls(batched: bool) -> Impl:
-    from slidewin.nms import batched_nms, nms
+    from slidewin.core.nms import batched_nms, nms
 
     if batched:
         return Impl("slidewin", lambda b, s, c: (b, s, c, IOU), batched_nms, subject=True)
@@ -357,7 +357,7 @@ _FIRST_CALL = """
 import json, time
 t0 = time.perf_counter()
 import numpy as np
-from slidewin.nms import nms, batched_nms
+from slidewin.core.nms import nms, batched_nms
 t1 = time.perf_counter()
 b = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
 s = np.array([0.9, 0.8, 0.7], np.float32)

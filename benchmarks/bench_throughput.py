@@ -19,7 +19,7 @@ from _common import COCO_DEV, ensure_model, machine, machine_line, median, print
 
 def sample_images(n: int) -> list[np.ndarray]:
     """n real 640x480-ish photos from coco-dev, or synthetic 640x480 images when it is absent."""
-    from slidewin.images import load_image
+    from slidewin.io.images import load_image
 
     paths = sorted((COCO_DEV / "images").glob("*.jpg"))[:n] if COCO_DEV.exists() else []
     if paths:
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from slidewin import Classifier, DetectorConfig, SlidingWindowDetector
-    from slidewin.detector import DEFAULT_WINDOWS
+    from slidewin.pipeline.config import DEFAULT_WINDOWS, Mode
 
     m = machine()
     print(f"machine: {machine_line(m)}")
@@ -54,18 +54,20 @@ def main(argv=None) -> int:
         h, w = clf.input_hw
         batch = np.random.default_rng(1).integers(0, 255, (args.batch, h, w, 3), dtype=np.uint8)
         wins = DEFAULT_WINDOWS if args.windows == "default" else None
-        det = SlidingWindowDetector(clf, config=DetectorConfig(batch_size=args.batch, min_score=0.5, windows_hw=wins))
+        det = SlidingWindowDetector(clf, config=DetectorConfig(mode=Mode.PATCH, batch_size=args.batch, min_score=0.5,
+                                                         windows_hw=wins))
         stats_all = []
 
         def run_all():
             stats_all.clear()
             for im in images:
-                stats_all.append(det.run(im)[1])
+                det.detect(im)
+                stats_all.append(det.last_stats)
 
         # Interleaved rounds: raw batches for a few seconds, then the detector over every image,
         # so load from other processes hits both alike; the ratio is the median per-round ratio.
         clf.predict(batch)
-        det.run(images[0][:240, :320])  # warm-up: numba, ORT first-run allocations
+        det.detect(images[0][:240, :320])  # warm-up: numba, ORT first-run allocations
         # Each raw measurement lasts as long as the detector's last run (balanced exposure to noise).
         raw_rounds, patch_rounds = [], []
         raw_seconds = args.seconds

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from slidewin.errors import SlidewinError
-    from slidewin.evaluate import evaluate
+    from slidewin.apps.evaluate import evaluate
 
     if not (args.data / "instances.json").exists():
         sys.exit(f"eval_coco: {args.data}: no COCO dataset there (images/ + instances.json); pass --data")

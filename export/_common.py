@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from slidewin.errors import MissingDependencyError, SlidewinError
-from slidewin.model_meta import ModelMeta
+from slidewin.runtime.model_meta import INPUT_NAME, PROBABILITIES, ModelMeta
 
 PARITY_ATOL = 1e-4
 # Parity images come from their own seed: never the batch used for tracing (seed 0).
@@ -67,6 +67,7 @@ def _quiet_stderr_fd() -> Iterator[None]:
 def import_tensorflow():
     """``(tf, keras, tf2onnx)``, or MissingDependencyError naming the install command."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    torch_before_tensorflow()
     try:
         with _quiet_stderr_fd():
             import tensorflow as tf
@@ -80,6 +81,21 @@ def import_tensorflow():
     with contextlib.suppress(Exception):  # tf2onnx's own logger is chatty at INFO
         tf2onnx.logging.set_level(tf2onnx.logging.ERROR)
     return tf, keras, tf2onnx
+
+
+def torch_before_tensorflow() -> None:
+    """Load torch's compiler stack first when torch is installed too.
+
+    With tensorflow-cpu 2.21 and torch 2.14.1 in one process, importing ``torch._dynamo`` (which
+    ``torchvision.models`` and ``torch.onnx`` pull in) *after* TensorFlow segfaults, while the other
+    order works (checked: ``import tensorflow; import torch._dynamo`` exits 139). A process that
+    exports a Keras model and then a torch one (benchmarks, tests) must not crash.
+    """
+    import importlib.util
+
+    if "tensorflow" not in sys.modules and importlib.util.find_spec("torch") is not None:
+        with contextlib.suppress(Exception):
+            import torch._dynamo  # noqa: F401
 
 
 def import_torch():
@@ -119,13 +135,10 @@ def parity_images(hw: tuple[int, int]) -> np.ndarray:
 
 def onnx_probabilities(model_path: Path, images: np.ndarray) -> np.ndarray:
     """Run a slidewin classifier with ONNX Runtime on the CPU: uint8 NHWC -> float32 ``(N, C)``."""
-    import onnxruntime as ort
+    from slidewin.runtime.sessions import CPU, open_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    # CPU only on purpose: asking onnxruntime-gpu for CUDA without CUDA prints an error first.
-    sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
-    (out,) = sess.run(["probabilities"], {"image": images})
+    # CPU on purpose: the reference the check compares with ran on the CPU too.
+    (out,) = open_session(model_path, CPU).run([PROBABILITIES], {INPUT_NAME: images})
     return out
 
 
@@ -161,7 +174,7 @@ def save_verified(model: onnx.ModelProto, out: Path, verify: Callable[[Path], fl
     Returns:
         What ``verify`` returned (the parity difference).
     """
-    from slidewin.fileutil import atomic_save_onnx
+    from slidewin.io.files import atomic_save_onnx
 
     try:
         return atomic_save_onnx(model, out, verify)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from slidewin.runtime.model_meta import Precision
+
 _KERAS_WEIGHTS_HELP = (
     "imagenet: Keras' ImageNet weights (downloaded once to ~/.keras/models/); "
     "none: random weights (for speed work and tests; accuracy is refused); "
@@ -16,7 +18,7 @@ _KERAS_WEIGHTS_HELP = (
     "such as resnet50_weights_tf_dim_ordering_tf_kernels.h5"
 )
 
-_PRECISIONS = ("fp32", "fp16", "int8")  # slidewin_export.quantize.Precision (not imported: keeps --help fast)
+_PRECISIONS = [p.value for p in Precision]
 _PRECISION_HELP = (
     "fp32 (default); fp16: float16 weights and compute for GPUs; int8: static QDQ quantization for "
     "CPUs, calibrated on windows cut from --calibration photos. Both keep the uint8 input and float32 "
@@ -86,7 +88,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _add_precision_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", choices=_PRECISIONS, default="fp32", help=_PRECISION_HELP)
+    parser.add_argument("--precision", choices=_PRECISIONS, default=Precision.FP32.value, help=_PRECISION_HELP)
     parser.add_argument("--calibration", type=Path, metavar="DIR", help=_CALIBRATION_HELP)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from slidewin.errors import MissingDependencyError, SlidewinError
-from slidewin.model_meta import ModelKind, ModelMeta
+from slidewin.runtime.model_meta import ModelKind, ModelMeta, Precision, Weights
 
 from ._common import (
     TRACE_SEED,
@@ -109,10 +109,10 @@ def export_efficientnet_lite0(out: Path, opset: int = 17) -> ExportReport:
         input_hw=INPUT_HW,
         labels=imagenet1k_labels(),
         label_set=IMAGENET1K,
-        weights="imagenet",
+        weights=Weights.IMAGENET,
         architecture="efficientnet-lite0",
         source_framework=f"torch {version_of('torch')}, efficientnet-lite-pytorch {version_of('efficientnet-lite-pytorch')}",
-        precision="fp32",
+        precision=Precision.FP32.value,
         feature_stride=32,
     )
     progress("adding uint8 RGB input with preprocessing and Softmax, checking the graph")

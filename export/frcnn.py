@@ -1,7 +1,7 @@
 """torchvision Faster R-CNN (ResNet50-FPN v2) -> slidewin region-proposal ONNX model, via torch.onnx.
 
 The graph takes one fixed square canvas, uint8 RGB NHWC ``image`` ``[1, C, C, 3]`` (the runtime
-letterboxes each photo into it, see `slidewin.region`), and returns ``boxes`` float32 ``[K, 4]``
+letterboxes each photo into it, see `slidewin.runtime.region`), and returns ``boxes`` float32 ``[K, 4]``
 xyxy in canvas pixels, ``scores`` float32 ``[K]`` and ``labels`` int64 ``[K]`` (torchvision's
 COCO category ids, indices into its 91-entry list with ``__background__`` and ``N/A``).
 torchvision's own normalisation, box decoding and NMS are inside the graph; its resize is too,
@@ -27,11 +27,11 @@ import numpy as np
 import onnx
 
 from slidewin.errors import MissingDependencyError, SlidewinError
-from slidewin.model_meta import RANDOM_WEIGHTS, ModelKind, ModelMeta, sha256_of, write_metadata
+from slidewin.runtime.model_meta import (INPUT_NAME, REGION_OUTPUTS, Key, LabelSet, ModelKind, ModelMeta, Precision,
+                                         Weights, sha256_of, write_metadata)
 # The letterbox colour (ImageNet's mean: what torchvision's zero padding after normalisation
 # amounts to) is the runtime's; the metadata records it so the runtime reads it from the file.
-from slidewin.region import DEFAULT_PAD_RGB as PAD_RGB
-from slidewin.region import PAD_KEY
+from slidewin.runtime.region import DEFAULT_PAD_RGB as PAD_RGB
 
 from ._common import TRACE_SEED, ExportReport, import_torch, progress, random_images, save_verified, version_of
 from .graph import describe_io
@@ -41,7 +41,7 @@ COCO_WEIGHTS_FILE = "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth"
 DEFAULT_CANVAS = 800
 BOX_SCORE_THRESH = 0.05
 DETECTIONS_PER_IMAGE = 100
-OUTPUT_NAMES = ("boxes", "scores", "labels")
+OUTPUT_NAMES = REGION_OUTPUTS
 
 # Parity tolerances between torch and ONNX Runtime (CPU, fp32). Measured on random weights (the
 # only ones offline here), 100 detections per image, canvases 320 and 800, 7 images: max |Δbox|
@@ -226,11 +226,11 @@ def build_frcnn(weights: str, canvas: int = DEFAULT_CANVAS, seed: int = 0):
                   box_score_thresh=BOX_SCORE_THRESH, box_detections_per_img=DETECTIONS_PER_IMAGE)
     model = builder(**kwargs)
     if weights == "none":
-        origin = RANDOM_WEIGHTS
+        origin = Weights.RANDOM
     else:
-        if weights == "coco":
+        if weights == Weights.COCO:
             progress(f"loading torchvision's COCO weights ({COCO_WEIGHTS_FILE})")
-            state, origin, source = _coco_state_dict(torch, weights_enum), "coco", COCO_WEIGHTS_FILE
+            state, origin, source = _coco_state_dict(torch, weights_enum), Weights.COCO, COCO_WEIGHTS_FILE
         else:
             path = Path(weights).expanduser()
             progress(f"loading weights from {path}")
@@ -266,13 +266,10 @@ def torch_detections(model, canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 def onnx_detections(model_path: Path, canvases: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """ONNX Runtime on the CPU, one canvas at a time."""
-    import onnxruntime as ort
+    from slidewin.runtime.sessions import CPU, open_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    # CPU only on purpose: asking onnxruntime-gpu for CUDA without CUDA prints an error first.
-    sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
-    return [tuple(sess.run(list(OUTPUT_NAMES), {"image": c})) for c in canvases]
+    sess = open_session(model_path, CPU)
+    return [tuple(sess.run(list(OUTPUT_NAMES), {INPUT_NAME: c})) for c in canvases]
 
 
 def parity_canvases(canvas: int) -> list[np.ndarray]:
@@ -281,7 +278,7 @@ def parity_canvases(canvas: int) -> list[np.ndarray]:
     way the runtime does it (when scikit-image is installed)."""
     import cv2
 
-    from slidewin.region import letterbox_image
+    from slidewin.runtime.region import letterbox_image
 
     from .demo_scene import synthetic_background
 
@@ -337,7 +334,7 @@ def export_frcnn(weights: str, out: Path, canvas: int = DEFAULT_CANVAS, opset: i
             # values it records as constants; they are expected for a fixed-size export.
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, (trace,), buf, input_names=["image"], output_names=list(OUTPUT_NAMES),
+                model, (trace,), buf, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                 dynamic_axes={name: {0: "detections"} for name in OUTPUT_NAMES},
                 opset_version=opset, do_constant_folding=True, dynamo=False,
             )
@@ -349,15 +346,15 @@ def export_frcnn(weights: str, out: Path, canvas: int = DEFAULT_CANVAS, opset: i
         kind=ModelKind.REGION_PROPOSAL,
         input_hw=(canvas, canvas),
         labels=labels,
-        label_set="coco",
+        label_set=LabelSet.COCO.value,
         weights=origin,
         architecture=ARCHITECTURE,
         source_framework=f"torch {version_of('torch')}, torchvision {version_of('torchvision')}",
-        precision="fp32",
-        extra={"letterbox": "center", PAD_KEY: ",".join(map(str, PAD_RGB)),
-               "box_score_thresh": str(BOX_SCORE_THRESH), "detections_per_image": str(DETECTIONS_PER_IMAGE),
+        precision=Precision.FP32.value,
+        extra={Key.LETTERBOX: "center", Key.LETTERBOX_PAD_RGB: ",".join(map(str, PAD_RGB)),
+               Key.BOX_SCORE_THRESH: str(BOX_SCORE_THRESH), Key.DETECTIONS_PER_IMAGE: str(DETECTIONS_PER_IMAGE),
                # what the ROI head scores per image: the RPN's post-NMS top-N at test time
-               "rpn_proposals": str(model.detector.rpn._post_nms_top_n["testing"])},
+               Key.RPN_PROPOSALS: str(model.detector.rpn._post_nms_top_n["testing"])},
     )
     write_metadata(final, meta)
     onnx.checker.check_model(final)

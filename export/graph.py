@@ -20,10 +20,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from slidewin.errors import ModelError
-from slidewin.model_meta import ModelMeta, write_metadata
+from slidewin.runtime.model_meta import INPUT_NAME, PROBABILITIES, ModelMeta, write_metadata
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
+OUTPUT_NAME = PROBABILITIES
 BATCH_DIM = "batch"
 _PREFIX = "slidewin_pre/"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from slidewin.errors import SlidewinError
-from slidewin.model_meta import RANDOM_WEIGHTS, ModelKind, ModelMeta, sha256_of
+from slidewin.runtime.model_meta import Key, LabelSet, ModelKind, ModelMeta, Precision, Weights, sha256_of
 
 from ._common import (
     ExportReport,
@@ -38,7 +38,7 @@ DEFAULT_HW = (224, 224)
 class KerasWeights(str, Enum):
     """The named weight sources; anything else given as ``weights`` is a file path."""
 
-    IMAGENET = "imagenet"
+    IMAGENET = Weights.IMAGENET
     NONE = "none"
 
 
@@ -97,11 +97,11 @@ def _load(weights: str, keras, seed: int) -> _Loaded:
     if weights == KerasWeights.IMAGENET.value:
         path = _imagenet_weights_path(keras)
         progress(f"building ResNet50 with ImageNet weights from {path}")
-        return _Loaded(keras.applications.ResNet50(weights=path), "imagenet")
+        return _Loaded(keras.applications.ResNet50(weights=path), Weights.IMAGENET)
     if weights == KerasWeights.NONE.value:
         progress(f"building ResNet50 with random weights (seed {seed})")
         keras.utils.set_random_seed(seed)  # reproducible, so a test can rebuild the same network
-        return _Loaded(keras.applications.ResNet50(weights=None), RANDOM_WEIGHTS)
+        return _Loaded(keras.applications.ResNet50(weights=None), Weights.RANDOM)
 
     path = Path(weights)
     if not path.is_file():
@@ -111,8 +111,8 @@ def _load(weights: str, keras, seed: int) -> _Loaded:
         if suffix in (".h5", ".hdf5", ".weights.h5") and (suffix == ".weights.h5" or _is_weights_only_h5(path)):
             # Weights for the stock 1000-class ResNet50, e.g. Keras' own ImageNet file fetched elsewhere.
             progress(f"building ResNet50 with weights from {path}")
-            return _Loaded(keras.applications.ResNet50(weights=str(path)), "imagenet",
-                           extra={"weights_file_sha256": sha256_of(path).removeprefix("sha256:")})
+            return _Loaded(keras.applications.ResNet50(weights=str(path)), Weights.IMAGENET,
+                           extra={Key.WEIGHTS_FILE_SHA256: sha256_of(path).removeprefix("sha256:")})
         if suffix not in (".keras", ".h5", ".hdf5"):
             raise SlidewinError(f"unsupported weights file type {path.suffix!r} (expected .keras or .h5)", path)
         progress(f"loading Keras model {path}")
@@ -121,7 +121,7 @@ def _load(weights: str, keras, seed: int) -> _Loaded:
         raise
     except Exception as e:
         raise SlidewinError(f"cannot load Keras model: {_one_line(e)}", path) from None
-    return _Loaded(model, sha256_of(path), label_set="custom")
+    return _Loaded(model, sha256_of(path), label_set=LabelSet.CUSTOM)
 
 
 def _walk_layers(model):
@@ -210,7 +210,7 @@ def export_keras_resnet50(
 
     if labels_file is not None:
         labels = read_labels_file(Path(labels_file))
-        label_set = "custom"
+        label_set = LabelSet.CUSTOM
         if len(labels) != num_classes:
             raise SlidewinError(f"labels file has {len(labels)} labels but the model has {num_classes} outputs", labels_file)
     elif num_classes == 1000:
@@ -236,7 +236,7 @@ def export_keras_resnet50(
         weights=loaded.weights,
         architecture=arch,
         source_framework=f"keras {version_of('keras')} (tensorflow {tf.__version__}), tf2onnx {version_of('tf2onnx')}",
-        precision="fp32",
+        precision=Precision.FP32.value,
         feature_stride=stride,
         extra=loaded.extra,
     )

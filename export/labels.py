@@ -6,8 +6,10 @@ import json
 from importlib import resources
 from pathlib import Path
 
+from slidewin.runtime.model_meta import LabelSet
+
 IMAGENET1K_FILE = "imagenet1k_labels.json"
-IMAGENET1K = "imagenet-1k"
+IMAGENET1K = LabelSet.IMAGENET_1K.value
 
 
 def imagenet1k_labels() -> tuple[str, ...]:

@@ -32,8 +32,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from slidewin.errors import SlidewinError
-from slidewin.images import IMAGE_SUFFIXES
-from slidewin.model_meta import ModelKind, ModelMeta, write_metadata
+from slidewin.io.images import IMAGE_SUFFIXES
+from slidewin.runtime.model_meta import Key, ModelKind, ModelMeta, Precision, write_metadata
 
 from ._common import ExportReport, parity_images, progress, save_verified
 from .graph import INPUT_NAME, OUTPUT_NAME
@@ -59,14 +59,8 @@ BATCH = 16
 # +-1 grey level of pixel noise changes fp32's own top-1 on ~10% of them; int8 measures ~92%,
 # fp16 ~99% (2 flips in a 32-window check is already 94%), a broken quantization far less
 # (int8 with a bad choice of fp32 layers: 63%). benchmarks/bench_precision.py reports the real figures.
-MIN_AGREEMENT = {"fp16": 0.90, "int8": 0.80}
+MIN_AGREEMENT = {Precision.FP16: 0.90, Precision.INT8: 0.80}
 CONFIDENT = 0.5  # fp32 top-1 probability from which a window counts as a confident prediction
-
-
-class Precision(str, Enum):
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8 = "int8"
 
 
 # ---------------------------------------------------------------- windows from real photos
@@ -127,7 +121,7 @@ def cut_windows(photos: Sequence[Path], input_hw: tuple[int, int], max_windows: 
     """
     import cv2
 
-    from slidewin.images import load_image
+    from slidewin.io.images import load_image
 
     h, w = input_hw
     rng = np.random.default_rng(seed)
@@ -181,16 +175,10 @@ class Agreement:
 
 
 def _cpu_session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
+    from slidewin.runtime.sessions import Device, SessionSettings, open_session
 
-    from slidewin.session import physical_cores
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or physical_cores()
-    # CPU on purpose: asking onnxruntime-gpu for CUDA without CUDA prints an error first.
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    # CPU on purpose: fp32 and the variant are compared on the same provider.
+    return open_session(path, SessionSettings(device=Device.CPU, threads=threads))
 
 
 def probabilities(model: str | Path, images: np.ndarray, batch: int = BATCH) -> np.ndarray:
@@ -232,7 +220,7 @@ def _checked(fp32_path: Path, dst: Path, precision: Precision, meta: ModelMeta, 
     """A ``save_verified`` callback: load the new file, compare it with fp32, refuse it if it disagrees."""
 
     def verify(path: Path) -> Agreement:
-        from slidewin.classifier import Classifier
+        from slidewin.runtime.classifier import Classifier
 
         clf = Classifier(path, device="cpu")  # the runtime's own loader must accept it
         if clf.meta.precision != precision.value:
@@ -625,8 +613,8 @@ def to_int8(src: str | Path, dst: str | Path, calibration_images: Sequence[Path]
     where = source or _display_path(photos[0].parent)
     new_meta = dataclasses.replace(meta, precision=Precision.INT8.value, extra={
         **meta.extra,
-        "calibration": f"{len(windows)} windows from {len(photos)} photos in {where}",
-        "quantization": settings.describe(),
+        Key.CALIBRATION: f"{len(windows)} windows from {len(photos)} photos in {where}",
+        Key.QUANTIZATION: settings.describe(),
     })
     _finish(q, new_meta, ir)
     check, check_source = check_windows(held_out, meta.input_hw, max_check_windows)

@@ -43,3 +43,24 @@ class MissingDependencyError(SlidewinError):
     """An optional dependency (an extra) is not installed."""
 
     exit_code = 6
+
+
+def one_line(e: BaseException, with_path: bool = True) -> str:
+    """Any exception as one line: what the CLI prints and what folder runs record.
+
+    A `SlidewinError` gives its message (with the file it names, unless ``with_path`` is False:
+    records name their image already); a MemoryError says what to change; anything else is a
+    bug and says so, with its type and the first line of its message.
+    """
+    if isinstance(e, SlidewinError):
+        text = str(e) if with_path else e.problem
+        return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    if isinstance(e, MemoryError):
+        return "out of memory (try a larger --window, --max-levels or a lower --max-pixels)"
+    text = str(e).strip()
+    return f"internal error: {type(e).__name__}" + (f": {text.splitlines()[0][:300]}" if text else "")
+
+
+def is_internal(e: BaseException) -> bool:
+    """True for an exception slidewin did not raise on purpose (a bug to report)."""
+    return not isinstance(e, (SlidewinError, MemoryError))

@@ -15,9 +15,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
+COCO_DEV = ROOT.parent / "shared" / "data" / "coco-dev"
 _EXPORTER_SOURCES = (
     "export/_common.py", "export/graph.py", "export/labels.py", "export/keras_resnet50.py",
     "export/efficientnet_lite0.py", "slidewin/model_meta.py", "slidewin/data/imagenet1k_labels.json",
@@ -36,6 +41,14 @@ def _export_cache_key() -> str:
         except importlib.metadata.PackageNotFoundError:
             pass
     return h.hexdigest()[:12]
+
+
+def pytest_configure(config):
+    # Tests import TensorFlow and torch in one process; torch's compiler stack must load first
+    # or the process segfaults (see slidewin_export._common.torch_before_tensorflow).
+    from slidewin_export._common import torch_before_tensorflow
+
+    torch_before_tensorflow()
 
 
 @pytest.fixture(scope="session")
@@ -116,3 +129,141 @@ def pytest_runtest_makereport(item, call):
     if os.environ.get("CI") and report.skipped and "could not import" in str(report.longrepr):
         report.outcome = "failed"
         report.longrepr = f"dependency missing in CI (skips are not allowed to hide it): {report.longrepr}"
+
+
+# --- helpers shared by several test modules, as fixtures ----------------------------------------
+
+
+def _save_rgb(path: Path, rgb: np.ndarray) -> Path:
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return path
+
+
+@pytest.fixture(scope="session")
+def save_rgb() -> Callable[[Path, np.ndarray], Path]:
+    """``save_rgb(path, rgb)``: write a uint8 RGB array as a JPEG (quality 95); returns the path."""
+    return _save_rgb
+
+
+@pytest.fixture(scope="session")
+def chelsea(tmp_path_factory) -> Path:
+    """scikit-image's ``chelsea`` (a cat, CC0) as a JPEG file."""
+    from skimage import data
+
+    return _save_rgb(tmp_path_factory.mktemp("img") / "chelsea.jpg", data.chelsea())
+
+
+def _one_line_error(capsys, code, *needles) -> str:
+    out, err = capsys.readouterr()
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert str(n) in lines[0], (n, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def one_line_error() -> Callable[..., str]:
+    """``one_line_error(capsys, code, *needles)``: assert a non-zero exit code and exactly one line on
+    stderr, without a traceback, holding every needle; returns the line."""
+    return _one_line_error
+
+
+def _tiny_model(path: Path, input_shape, elem=TensorProto.UINT8, meta: bool = True, kind=None) -> Path:
+    """A real (tiny) ONNX model: mean colour -> 4-way softmax, with or without slidewin metadata."""
+    from slidewin.runtime.model_meta import ModelKind, ModelMeta, write_metadata
+
+    x = helper.make_tensor_value_info("image", elem, input_shape)
+    y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 4])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3, 4], np.arange(12, dtype=np.float32) / 100)
+    nodes = [helper.make_node("Cast", ["image"], ["xf"], to=TensorProto.FLOAT)]
+    if len(input_shape) == 4:  # average every axis but batch and channels (valid for NHWC and NCHW)
+        axes = [2, 3] if input_shape[1] == 3 else [1, 2]
+        nodes.append(helper.make_node("ReduceMean", ["xf"], ["m"], axes=axes, keepdims=0))
+    else:
+        nodes.append(helper.make_node("Identity", ["xf"], ["m"]))
+    nodes += [
+        helper.make_node("MatMul", ["m", "w"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    graph = helper.make_graph(nodes, "tiny", [x], [y], initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if meta:
+        write_metadata(model, ModelMeta(kind=kind or ModelKind.CLASSIFIER, input_hw=(32, 32),
+                                        labels=("a", "b", "c", "d"), label_set="custom", weights="random",
+                                        architecture="tiny", source_framework="onnx.helper"))
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Callable[..., Path]:
+    """``tiny_model(path, input_shape, elem=UINT8, meta=True, kind=CLASSIFIER)``: write a real, tiny
+    ONNX classifier (mean colour -> 4-way softmax; no feature stride, so it runs in patch mode)."""
+    return _tiny_model
+
+
+@pytest.fixture(scope="module", params=["effnet_onnx", "resnet50_random_onnx"])
+def classifier(request, tmp_path_factory):
+    """Both real classifiers (EfficientNet-Lite0 with ImageNet weights, ResNet50 random), each a
+    hard link in a tmp folder so that the dense form cached beside it stays there."""
+    from slidewin.runtime.classifier import Classifier
+
+    src = request.getfixturevalue(request.param)
+    dst = tmp_path_factory.mktemp("clf") / src.name
+    os.link(src, dst)
+    return Classifier(dst)
+
+
+def tiny_conv_model(path: Path, size: int = 64, seed: int = 0) -> Path:
+    """Uint8 NHWC -> five 3x3 stride-2 convs (stride 32, receptive field 63 px) -> global average
+    pool -> dense -> softmax: the head dense mode rewrites, in a model that runs in milliseconds."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], [
+        helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["f", "scale"], ["fs"]),
+        helper.make_node("Transpose", ["fs"], ["x0"], perm=[0, 3, 1, 2]),
+    ]
+    inits.append(numpy_helper.from_array(np.array(1 / 64, np.float32), "scale"))
+    c_in = 3
+    for i in range(5):
+        w = rng.normal(0, 0.6, (8, c_in, 3, 3)).astype(np.float32)
+        b = rng.normal(0, 0.1, 8).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
+        nodes += [helper.make_node("Conv", [f"x{i}", f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=[3, 3],
+                                   strides=[2, 2], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"x{i + 1}"])]
+        c_in = 8
+    inits += [numpy_helper.from_array(rng.normal(0, 1, (8, 4)).astype(np.float32), "wd"),
+              numpy_helper.from_array(np.zeros(4, np.float32), "bd")]
+    nodes += [helper.make_node("GlobalAveragePool", ["x5"], ["g"]),
+              helper.make_node("Flatten", ["g"], ["flat"]),
+              helper.make_node("MatMul", ["flat", "wd"], ["mm"]),
+              helper.make_node("Add", ["mm", "bd"], ["logits"]),
+              helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1)]
+    graph = helper.make_graph(nodes, "tinyconv",
+                              [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", size, size, 3])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 4])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    from slidewin.runtime.model_meta import ModelKind, ModelMeta, write_metadata
+
+    write_metadata(model, ModelMeta(kind=ModelKind.CLASSIFIER, input_hw=(size, size), labels=("a", "b", "c", "d"),
+                                    label_set="custom", weights="random", architecture="tinyconv",
+                                    source_framework="onnx.helper", feature_stride=32))
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def tiny_conv(tmp_path):
+    """A `Classifier` of `tiny_conv_model`: dense-capable, runs in milliseconds."""
+    from slidewin.runtime.classifier import Classifier
+
+    return Classifier(tiny_conv_model(tmp_path / "tinyconv.onnx"))
+
+

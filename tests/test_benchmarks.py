@@ -19,7 +19,7 @@ sys.path.insert(0, str(BENCH))
 import baseline_recipe as recipe  # noqa: E402
 import bench_nms  # noqa: E402
 
-from slidewin.nms import batched_nms, nms  # noqa: E402
+from slidewin.core.nms import batched_nms, nms  # noqa: E402
 
 
 # --- bench_nms -----------------------------------------------------------------------------------------

@@ -1,0 +1,131 @@
+"""Writing an evaluation report: metrics.json, report.md, a precision-recall chart, examples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from slidewin.apps.tables import markdown_table
+from slidewin.core.boxes import box_iou
+from slidewin.io.files import atomic_write_text
+
+EXAMPLE_MIN_SCORE = 0.3
+
+
+def write_report(out: Path, metrics: dict, ev, dataset, per_image: dict, evaluated: dict[int, int],
+                 names: dict[int, str], examples: int = 4) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    chart = _pr_curve(out / "pr_curve.png", ev, evaluated, names)
+    shown = _examples(out / "examples", dataset, per_image, evaluated, names, examples)
+    atomic_write_text(out / "report.md", _markdown(metrics, chart, shown))
+
+
+def _pr_curve(path: Path, ev, evaluated, names) -> Path | None:
+    if ev is None:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rec = np.asarray(ev.params.recThrs)
+    prec = ev.eval["precision"]  # (T, R, K, A, M)
+    cat_ids = sorted(evaluated)
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    for t, label in ((0, "IoU 0.50"), (5, "IoU 0.75")):
+        p = prec[t, :, :, 0, -1]
+        valid = (p > -1).all(axis=0)
+        if valid.any():
+            ax.plot(rec, p[:, valid].mean(axis=1), lw=2.5, label=f"mean over {valid.sum()} classes, {label}")
+    ap50 = {k: prec[0, :, k, 0, -1].mean() for k in range(len(cat_ids)) if (prec[0, :, k, 0, -1] > -1).all()}
+    for k in sorted(ap50, key=ap50.get, reverse=True)[:5]:
+        ax.plot(rec, prec[0, :, k, 0, -1], lw=1, alpha=0.7, label=f"{names[cat_ids[k]]} (IoU 0.50)")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _examples(folder: Path, dataset, per_image, evaluated, names, n: int) -> list[tuple[str, str]]:
+    """Draw the images with the most hits and the most misses (GT green, detections coloured)."""
+    from slidewin.io.drawing import draw_detections
+    from slidewin.io.images import load_image, save_image
+
+    if n <= 0 or not per_image:
+        return []
+    target_of = evaluated
+    gt_by_image: dict[int, list] = {}
+    for a in dataset.gt["annotations"]:
+        if a["category_id"] in target_of and not a.get("iscrowd", 0):
+            gt_by_image.setdefault(a["image_id"], []).append(a)
+    scored = []
+    for image_id, dets in per_image.items():
+        gts = gt_by_image.get(image_id, [])
+        if not gts:
+            continue
+        dets = dets[dets.scores >= EXAMPLE_MIN_SCORE]
+        hits = 0
+        for a in gts:
+            x, y, w, h = a["bbox"]
+            same = dets[dets.class_ids == target_of[a["category_id"]]]
+            if len(same) and box_iou(same.xyxy, np.array([[x, y, x + w, y + h]])).max() >= 0.5:
+                hits += 1
+        scored.append((image_id, hits, len(gts) - hits))
+    files = {im["id"]: im["file_name"] for im in dataset.gt["images"]}
+    picks = [("hit", i) for i, _, _ in sorted(scored, key=lambda s: (-s[1], s[2], s[0]))[: (n + 1) // 2]]
+    picks += [("miss", i) for i, _, _ in sorted(scored, key=lambda s: (-s[2], s[1], s[0]))[: n // 2]]
+    folder.mkdir(parents=True, exist_ok=True)
+    shown = []
+    for kind, image_id in picks:
+        image = load_image(dataset.images_dir / files[image_id], convert=True)
+        dets = per_image[image_id]
+        drawn = draw_detections(image, dets[dets.scores >= EXAMPLE_MIN_SCORE])
+        for a in gt_by_image.get(image_id, []):
+            x, y, w, h = (int(round(v)) for v in a["bbox"])
+            cv2.rectangle(drawn, (x, y), (x + w, y + h), (40, 220, 40), 1, cv2.LINE_4)
+        name = f"{kind}_{image_id}.jpg"
+        save_image(folder / name, drawn)
+        shown.append((kind, f"examples/{name}"))
+    return shown
+
+
+def _markdown(m: dict, chart: Path | None, shown: list[tuple[str, str]]) -> str:
+    lines = [
+        f"# Evaluation: {m['model']['architecture']} ({m['model']['weights']}, {m['model']['precision']}), "
+        f"recipe `{m['recipe']}`, {m['mode']} mode",
+        "",
+        f"{m['images']} images, {m['detections']} detections, {m['seconds_per_image']:.3f} s per image. "
+        "COCO AP by faster-coco-eval over the categories the model can name.",
+        "",
+        markdown_table(["AP", "AP50", "AP75"], [[f"{m['AP']:.4f}", f"{m['AP50']:.4f}", f"{m['AP75']:.4f}"]]),
+        "",
+        "## Per class",
+        "",
+        markdown_table(["class", "AP", "AP50"],
+                       [[name, f"{v['AP']:.3f}", f"{v['AP50']:.3f}"]
+                        for name, v in sorted(m["per_class"].items(), key=lambda kv: -np.nan_to_num(kv[1]["AP50"]))]),
+    ]
+    lines += ["", f"## Excluded categories ({len(m['classes_excluded'])})", ""]
+    lines += [f"- {name}: {why}" for name, why in m["classes_excluded"].items()]
+    if m.get("image_errors"):
+        lines += ["", "## Images that could not be read", ""]
+        lines += [f"- {f}: {why}" for f, why in m["image_errors"].items()]
+    if chart is not None:
+        lines += ["", "## Precision-recall", "", f"![precision-recall]({chart.name})"]
+    if shown:
+        lines += ["", "## Examples (ground truth green, detections with score >= 0.3 coloured)", ""]
+        lines += [f"- {kind}: ![{kind}]({path})" for kind, path in shown]
+    lines += ["", "## Settings", "", "```json", json.dumps(m["config"], indent=2), "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""Progress of a folder run: a tqdm bar on a terminal, a line every 30 s in logs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+_LOG_EVERY_SECONDS = 30.0
+
+
+class Progress:
+    """Reports a run of ``total`` images, ``initial`` of them done by an earlier run.
+
+    Args:
+        enabled: show the bar (None: when stderr is a terminal). Without it, a line with the
+            rate and the time left is printed every 30 s instead.
+    """
+
+    def __init__(self, total: int, initial: int, enabled: bool | None = None):
+        from tqdm import tqdm
+
+        self.total, self.initial = total, initial
+        self.bar = tqdm(total=total, initial=initial, unit="img", file=sys.stderr, dynamic_ncols=True,
+                        disable=(not sys.stderr.isatty()) if enabled is None else not enabled, smoothing=0.1)
+        self.t_start = self.last_log = time.perf_counter()
+        self.done = 0
+
+    def failed(self, path: Path, error: str, failed_now: int) -> None:
+        """Say that an image failed, and why, without breaking the bar."""
+        self.bar.write(f"slidewin: {path}: {error}", file=sys.stderr)
+        self.bar.set_postfix_str(f"{failed_now} failed", refresh=False)
+
+    def advance(self) -> None:
+        """One more image done."""
+        self.done += 1
+        self.bar.update()
+        now = time.perf_counter()
+        left = self.total - self.initial - self.done
+        if self.bar.disable and now - self.last_log >= _LOG_EVERY_SECONDS and left > 0:
+            self.last_log = now
+            rate = self.done / (now - self.t_start)
+            print(f"slidewin: {self.initial + self.done}/{self.total} images, {rate:.2f} img/s, "
+                  f"about {left / rate / 60:.1f} min left", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()

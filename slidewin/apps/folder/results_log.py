@@ -1,0 +1,139 @@
+"""``results.jsonl``: one whole JSON line per image, appended so that a crash never tears a line.
+
+Each record is one complete line written with a single ``os.write`` to a file opened
+``O_APPEND`` (and fsynced about once a second and at the end), so a process killed at any moment
+leaves whole lines, plus at most one partial last line when the kill lands inside a write or the
+machine loses power. On opening, a trailing partial line is truncated away and the images
+already recorded are read (for ``--resume``). An exclusive lock keeps two runs from appending to
+one file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from slidewin.apps.folder.inputs import result_key
+from slidewin.errors import SlidewinError
+
+RESULTS_NAME = "results.jsonl"
+_FSYNC_SECONDS = 1.0
+
+
+class ResultsLog:
+    """``results.jsonl`` opened for appending whole lines, after repairing and reading it.
+
+    Args:
+        path: the file (created with its folder if missing).
+        resume: continue a non-empty file; without it, a non-empty file is an error.
+
+    Attributes:
+        done: result key -> True (ok) / False (error) of every image already recorded.
+        truncated_bytes: size of the partial last line cut away on opening (0 if none).
+        unreadable: complete lines that were not a JSON record (their images are redone).
+        models: the ``model`` values already recorded.
+    """
+
+    def __init__(self, path: Path, resume: bool):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise SlidewinError(f"cannot open results file ({e.strerror})", self.path) from None
+        try:
+            self._lock()
+            self._load(resume)
+            if created:
+                _fsync_dir(self.path.parent)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self._synced = time.monotonic()
+        self.lines_written = 0
+
+    def _lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SlidewinError("another slidewin run is writing to this file; wait for it or choose "
+                                "another --out-dir", self.path) from None
+
+    def _load(self, resume: bool) -> None:
+        size = os.fstat(self.fd).st_size
+        if size and not resume:
+            raise SlidewinError("already holds results: pass --resume to continue that run, or choose "
+                                "another --out-dir", self.path)
+        chunks, offset = [], 0
+        while offset < size:
+            chunk = os.pread(self.fd, min(size - offset, 1 << 24), offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+        data = b"".join(chunks)
+        whole = data.rfind(b"\n") + 1
+        self.truncated_bytes = len(data) - whole
+        if self.truncated_bytes:
+            os.ftruncate(self.fd, whole)  # a write cut short by a crash: that image is redone
+            os.fsync(self.fd)
+        self.done: dict[str, bool] = {}
+        self.unreadable = 0
+        self.models: set[str] = set()
+        for line in data[:whole].splitlines():
+            try:
+                record = json.loads(line)
+                key = result_key(record["image"])
+            except (ValueError, TypeError, KeyError):
+                self.unreadable += bool(line.strip())
+                continue
+            self.done[key] = "error" not in record
+            self.models.add(str(record.get("model")))
+
+    def append(self, record: dict) -> None:
+        """Write one record as one line (one ``os.write`` of the whole line)."""
+        line = memoryview((json.dumps(record) + "\n").encode())
+        try:
+            while line:
+                n = os.write(self.fd, line)
+                line = line[n:]
+            if time.monotonic() - self._synced >= _FSYNC_SECONDS:
+                self.sync()
+        except OSError as e:
+            raise SlidewinError(f"cannot write results ({e.strerror})", self.path) from None
+        self.lines_written += 1
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+        self._synced = time.monotonic()
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        try:
+            self.sync()
+        finally:
+            os.close(self.fd)  # releases the lock
+            self.fd = -1
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+

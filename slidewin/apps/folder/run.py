@@ -1,0 +1,216 @@
+"""Folder runs: every image ends with one whole JSON line, whatever happens to the run.
+
+``slidewin detect DIR_OR_GLOB --out-dir OUT`` walks the inputs in sorted order (`inputs`) and
+appends one record per image (`records`) to ``OUT/results.jsonl`` (`results_log`): the record
+``--json`` writes for one image, plus an ``"error"`` (one line) for an image that could not be
+processed, with empty detections. A bad image never stops the run. Images are decoded ahead
+(`prefetch`) while the detector works, and a bar or log lines show how far it got (`progress`).
+With ``resume`` the images already recorded are skipped, so no line is ever duplicated.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from slidewin.apps.folder.inputs import result_key
+from slidewin.apps.folder.prefetch import DEFAULT_PREFETCH, Decoded, Prefetcher
+from slidewin.apps.folder.progress import Progress
+from slidewin.apps.folder.records import detection_record
+from slidewin.apps.folder.results_log import RESULTS_NAME, ResultsLog
+from slidewin.core.detector import Detector
+from slidewin.errors import one_line
+from slidewin.io.images import DEFAULT_MAX_PIXELS
+
+DRAWN_DIR = "drawn"
+#: Exit code of a folder run in which some images failed (their records say why).
+SOME_FAILED_EXIT = 3
+
+
+@dataclass
+class FolderSummary:
+    """What a folder run did. ``ok``/``failed`` count every image recorded in the results file,
+    ``ok_now``/``failed_now`` those of this run; ``skipped`` were recorded by an earlier run."""
+
+    total: int
+    ok: int
+    failed: int
+    ok_now: int
+    failed_now: int
+    skipped: int
+    truncated_bytes: int
+    results: Path
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return SOME_FAILED_EXIT if self.failed else 0
+
+    def line(self) -> str:
+        done_now = self.ok_now + self.failed_now
+        parts = f"{self.ok} ok, {self.failed} failed of {self.total} image(s)"
+        if self.skipped:
+            parts += f" ({done_now} this run, {self.skipped} recorded earlier)"
+        return f"{parts}; results: {self.results}"
+
+    def count(self, ok: bool) -> None:
+        if ok:
+            self.ok += 1
+            self.ok_now += 1
+        else:
+            self.failed += 1
+            self.failed_now += 1
+
+
+def drawn_path(out_dir: Path, root: Path, image_path: Path) -> Path:
+    """``OUT/drawn/<path relative to root>``, as JPEG (``.jpg`` appended unless already JPEG)."""
+    rel = Path(os.path.relpath(os.path.abspath(image_path), os.path.abspath(root)))
+    if rel.parts and rel.parts[0] == "..":  # outside root: keep only the name
+        rel = Path(rel.name)
+    if rel.suffix.lower() not in (".jpg", ".jpeg"):
+        rel = rel.with_name(rel.name + ".jpg")
+    return Path(out_dir) / DRAWN_DIR / rel
+
+
+class _Interrupts:
+    """SIGINT/SIGTERM become KeyboardInterrupt, but never inside a critical section (a record's
+    write and its bookkeeping); there they are held until the section ends."""
+
+    def __init__(self):
+        self.critical = False
+        self.pending = False
+        self._saved = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        return False
+
+    def _handle(self, signum, frame):
+        if self.critical:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def leave_critical(self):
+        self.critical = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+def detect_one(detector: Detector, path: Path, decoded: Decoded, model: str | Path,
+               drawn: Path | None = None) -> dict:
+    """The record of one decoded image: its detections, or the one-line reason it failed.
+
+    Args:
+        drawn: also write the image with its boxes here (atomically).
+    """
+    image, error, dets, stats = decoded.image, decoded.error, None, None
+    if image is not None:
+        try:
+            dets = detector.detect(image)
+            stats = detector.last_stats
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # recorded for this image; the run goes on
+            error = one_line(e, with_path=False)
+        if drawn is not None and error is None:
+            from slidewin.io.drawing import draw_detections
+            from slidewin.io.files import atomic_write
+            from slidewin.io.images import save_image
+
+            atomic_write(drawn, lambda tmp: save_image(tmp, draw_detections(image, dets)))
+    return detection_record(path, image, model, dets, stats, decoded.seconds, error)
+
+
+def _open_log(results: Path, resume: bool, model: str | Path) -> ResultsLog:
+    """The results file, repaired and read, with what was repaired said on stderr."""
+    log = ResultsLog(results, resume)
+    if log.truncated_bytes:
+        print(f"slidewin: {results}: removed a partial last line ({log.truncated_bytes} bytes) left by an "
+              "interrupted write; that image is done again", file=sys.stderr)
+    if log.unreadable:
+        print(f"slidewin: {results}: {log.unreadable} line(s) are not JSON records and were ignored; "
+              "their images are done again", file=sys.stderr)
+    others = log.models - {str(model)}
+    if others:
+        print(f"slidewin: note: {results} also holds records made with {', '.join(sorted(others))}",
+              file=sys.stderr)
+    return log
+
+
+def run_folder(detector: Detector, inputs: list[Path], out_dir: Path, model: str | Path, *,
+               root: Path | None = None, resume: bool = False, draw: bool = False, convert: bool = False,
+               max_pixels: int = DEFAULT_MAX_PIXELS, prefetch: int = DEFAULT_PREFETCH, workers: int = 2,
+               progress: bool | None = None,
+               on_record: Callable[[int, dict], None] | None = None) -> FolderSummary:
+    """Detect in every image of ``inputs`` and append one record each to ``out_dir/results.jsonl``.
+
+    Args:
+        detector: any `Detector`.
+        inputs: image files in the order to process them (see `collect_inputs`).
+        out_dir: where ``results.jsonl`` (and ``drawn/`` with ``draw``) go.
+        model: what the records name as the model.
+        root: the folder relative drawn paths start from (default: the inputs' common folder).
+        resume: skip images already in ``results.jsonl`` (else a non-empty file is an error).
+        draw: also write each image with its boxes under ``out_dir/drawn/``.
+        convert, max_pixels: as for `load_image`.
+        prefetch: images decoded ahead in ``workers`` threads (0: decode inline).
+        progress: tqdm bar on stderr (None: when stderr is a terminal).
+        on_record: called with (index in this run, record) after each record is written.
+
+    Returns:
+        What was done; ``interrupted`` when Ctrl-C or SIGTERM stopped it (whole lines kept).
+    """
+    out_dir = Path(out_dir)
+    results = out_dir / RESULTS_NAME
+    if root is None:
+        root = Path(os.path.commonpath([os.path.abspath(p.parent) for p in inputs])) if inputs else Path(".")
+    log = _open_log(results, resume, model)
+    keys = [result_key(p) for p in inputs]
+    todo = [p for p, k in zip(inputs, keys) if k not in log.done]
+    earlier = [log.done[k] for k in keys if k in log.done]
+    summary = FolderSummary(total=len(inputs), ok=sum(earlier), failed=len(earlier) - sum(earlier), ok_now=0,
+                            failed_now=0, skipped=len(inputs) - len(todo), truncated_bytes=log.truncated_bytes,
+                            results=results)
+    bar = Progress(len(inputs), summary.skipped, progress)
+    interrupts = _Interrupts()
+    t_start = time.perf_counter()
+    try:
+        with interrupts, Prefetcher(todo, prefetch, workers, convert, max_pixels) as decoded_images:
+            for i, (path, decoded) in enumerate(decoded_images):
+                drawn = drawn_path(out_dir, root, path) if draw else None
+                record = detect_one(detector, path, decoded, model, drawn)
+                del decoded
+                interrupts.critical = True
+                log.append(record)
+                summary.count("error" not in record)
+                interrupts.leave_critical()
+                if "error" in record:
+                    bar.failed(path, record["error"], summary.failed_now)
+                bar.advance()
+                if on_record is not None:
+                    on_record(i, record)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        bar.close()
+        log.close()
+        summary.seconds = time.perf_counter() - t_start
+    return summary

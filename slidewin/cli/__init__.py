@@ -1,0 +1,136 @@
+"""The ``slidewin`` command: a thin argparse layer over the library.
+
+Every failure the user can cause ends as one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from slidewin.errors import SlidewinError, is_internal, one_line
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slidewin",
+        description="Turn an image classifier into an object detector (ONNX Runtime, no training framework).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_classify, _add_detect, _add_compare, _add_evaluate, _add_demo):
+        add(sub)
+    from slidewin_export.cli import add_export_parser
+
+    add_export_parser(sub)
+    return parser
+
+
+def _add_classify(sub) -> None:
+    from slidewin.cli import commands as c
+    from slidewin.cli.options import add_convert_arg, add_device_arg, count
+
+    p = sub.add_parser("classify", help="top-k labels of a whole image")
+    p.add_argument("image", type=Path)
+    p.add_argument("--model", type=Path, required=True, help="classifier ONNX written by `slidewin export`")
+    p.add_argument("--top-k", type=count(1), default=5)
+    add_device_arg(p)
+    add_convert_arg(p)
+    p.set_defaults(func=c.cmd_classify)
+
+
+def _add_detect(sub) -> None:
+    from slidewin.cli import commands as c
+    from slidewin.cli.options import add_convert_arg, add_detector_args, count
+
+    p = sub.add_parser(
+        "detect", help="detect objects in an image (drawn image, JSON) or in a folder (results.jsonl)",
+        description="One IMAGE: print the detections, optionally --out (drawn) and --json. A folder "
+                    "(walked recursively), a quoted glob or several paths, with --out-dir: one JSON line "
+                    "per image in OUT/results.jsonl, bad images recorded with an error and skipped; "
+                    "exit code 3 when some failed. A run killed at any point keeps whole lines: "
+                    "--resume continues it.")
+    p.add_argument("image", type=Path, nargs="+", metavar="IMAGE",
+                   help="an image, a folder, or a glob such as 'photos/**/*.jpg' (quote it)")
+    p.add_argument("--model", type=Path, required=True, help="ONNX model written by `slidewin export`")
+    p.add_argument("--out", type=Path, default=None, help="write the image with boxes drawn here")
+    p.add_argument("--json", type=Path, default=None, help="write the detections as JSON here ('-' for stdout)")
+    g = p.add_argument_group("folders")
+    g.add_argument("--out-dir", type=Path, default=None,
+                   help="folder run: append one JSON line per image to OUT_DIR/results.jsonl")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: skip the images already in results.jsonl")
+    g.add_argument("--draw", action="store_true", help="also write OUT_DIR/drawn/<relative path>.jpg")
+    g.add_argument("--prefetch", type=count(0), default=None, metavar="N",
+                   help="images decoded ahead while the model runs (default 4; 0 decodes inline)")
+    p.add_argument("--max-pixels", type=count(1), default=None, metavar="N",
+                   help="refuse images with more pixels than this (default 400,000,000: 20000x20000 fits)")
+    add_convert_arg(p)
+    add_detector_args(p)
+    p.set_defaults(func=c.cmd_detect)
+
+
+def _add_compare(sub) -> None:
+    from slidewin.cli import commands as c
+    from slidewin.cli.options import add_convert_arg, add_detector_args
+
+    p = sub.add_parser("compare", help="patch-based against region-proposal detection on one image")
+    p.add_argument("image", type=Path)
+    p.add_argument("--classifier", type=Path, required=True, help="classifier ONNX (slid over the image)")
+    p.add_argument("--frcnn", type=Path, required=True, help="region-proposal ONNX (slidewin export frcnn-...)")
+    p.add_argument("--out", type=Path, default=None, help="write the side-by-side picture here")
+    p.add_argument("--json", type=Path, default=None, help="write both results and timings as JSON here")
+    add_convert_arg(p)
+    add_detector_args(p, classes_default="coco")
+    p.set_defaults(func=c.cmd_compare)
+
+
+def _add_evaluate(sub) -> None:
+    from slidewin.apps.evaluate import EVAL_MIN_SCORE, Recipe
+    from slidewin.cli import commands as c
+    from slidewin.cli.options import add_detector_args, choices, count
+
+    p = sub.add_parser("evaluate", help="COCO AP of a model on a COCO-format dataset")
+    p.add_argument("--data", type=Path, required=True, help="dataset folder: images/ and instances.json")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--recipe", choices=choices(Recipe), default=Recipe.SLIDEWIN.value,
+                   help="the settings to start from: slidewin's own, or the usual tutorial recipe (top-1 >= 0.9, "
+                        "ROI 200x150, step 16); detector flags given explicitly change them")
+    p.add_argument("--out", type=Path, default=None, help="report folder (metrics.json, report.md, charts)")
+    p.add_argument("--limit", type=count(1), default=None, help="only the first N images (by id)")
+    add_detector_args(p, min_score_default=EVAL_MIN_SCORE)
+    p.set_defaults(func=c.cmd_evaluate)
+
+
+def _add_demo(sub) -> None:
+    from slidewin.cli import commands as c
+    from slidewin.cli.options import add_convert_arg, add_device_arg
+
+    p = sub.add_parser("demo", help="export the offline default model if needed and detect in a sample scene")
+    p.add_argument("--model", type=Path, default=c.DEFAULT_DEMO_MODEL,
+                   help=f"classifier to use; exported here first if missing (default {c.DEFAULT_DEMO_MODEL})")
+    p.add_argument("--out-dir", type=Path, default=Path("out"), help="where to write demo.jpg and demo.json")
+    add_device_arg(p)
+    add_convert_arg(p)
+    p.set_defaults(func=c.cmd_demo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("slidewin: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as e:
+        if is_internal(e):  # a bug: still one line, but say so
+            print(f"slidewin: {one_line(e)} (please report this)", file=sys.stderr)
+            return 1
+        print(f"slidewin: error: {one_line(e)}", file=sys.stderr)
+        return e.exit_code if isinstance(e, SlidewinError) else 1

@@ -1,0 +1,5 @@
+import sys
+
+from slidewin.cli import main
+
+sys.exit(main())

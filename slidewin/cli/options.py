@@ -1,0 +1,151 @@
+"""The CLI's options, derived from the library: choices from its enums, defaults from its config.
+
+Detector flags default to None ("not given"), so that each command applies only what the user
+set on top of its own base settings (`DetectorConfig()` for ``detect``, a recipe for
+``evaluate``, the demo's picture settings); help texts show the library's defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from slidewin.core.merge import Merge
+from slidewin.errors import SlidewinError
+from slidewin.pipeline.config import DEFAULT_WINDOWS, REFERENCE_SIDE, DetectorConfig, Mode
+from slidewin.runtime.sessions import Device
+
+DEFAULTS = DetectorConfig()
+
+
+def choices(enum) -> list[str]:
+    """The values of an enum, for argparse ``choices``."""
+    return [e.value for e in enum]
+
+
+def count(minimum: int):
+    """argparse type: a whole number >= minimum; ``400_000_000`` and ``400,000,000`` are fine."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text.replace("_", "").replace(",", ""))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _window_sizes(text: str) -> list[tuple[int, int]]:
+    """``224`` or ``200x150`` (width x height), comma-separated -> [(h, w), ...]."""
+    out = []
+    for part in text.split(","):
+        w, _, h = part.strip().lower().partition("x")
+        try:
+            out.append((int(h or w), int(w)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"window must look like 224 or 200x150, got {part!r}") from None
+    return out
+
+
+class _WindowAction(argparse.Action):
+    """``--window`` sizes accumulate in ``args.window``; ``--window input`` sets ``args.input_window``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values.strip().lower() == "input":
+            namespace.input_window = True
+        else:
+            try:
+                sizes = _window_sizes(values)
+            except argparse.ArgumentTypeError as e:
+                parser.error(f"argument --window: {e}")
+            namespace.window = (namespace.window or []) + sizes
+        if namespace.input_window and namespace.window:
+            parser.error("argument --window: 'input' cannot be combined with window sizes")
+
+
+def _sizes_text(windows) -> str:
+    return ",".join(f"{w}x{h}" for h, w in windows)
+
+
+def add_detector_args(p: argparse.ArgumentParser, classes_default: str | None = None,
+                      min_score_default: float = DEFAULTS.min_score) -> None:
+    """The sliding-window flags shared by ``detect``, ``compare`` and ``evaluate``."""
+    g = p.add_argument_group("detector")
+    g.add_argument("--mode", choices=choices(Mode), default=None,
+                   help="patch: classify every window crop; dense: one fully-convolutional pass per pyramid "
+                        "level, same windows at the network stride (15-25x faster, better AP on COCO); "
+                        f"auto: dense when the classifier can be rewritten, else patch (default {DEFAULTS.mode})")
+    g.add_argument("--window", action=_WindowAction, default=None, metavar="WxH",
+                   help="window size(s) in image pixels, e.g. 224 or 200x150 (repeat or comma-separate for "
+                        "several; 'input' = the classifier's input size; default "
+                        f"{_sizes_text(DEFAULT_WINDOWS)}, chosen on COCO photos)")
+    g.add_argument("--reference-side", type=count(0), default=None, metavar="PX",
+                   help=f"window sizes are pixels of an image up to PX on its longer side; larger images get them "
+                        f"scaled in proportion (default {REFERENCE_SIDE} for the default windows; --window sizes "
+                        "are absolute unless this is given; 0 = absolute)")
+    g.add_argument("--stride", type=float, default=None,
+                   help=f"step between windows, in classifier-input pixels (default {DEFAULTS.step:g}, the "
+                        "network stride)")
+    g.add_argument("--scale", type=float, default=None,
+                   help=f"pyramid factor between levels (default {DEFAULTS.scale:g})")
+    g.add_argument("--max-levels", type=count(1), default=None, help="at most this many pyramid levels")
+    g.add_argument("--min-score", type=float, default=None,
+                   help=f"minimum class score to keep a window (default {min_score_default:g})")
+    g.add_argument("--iou", type=float, default=None, help=f"NMS IoU threshold (default {DEFAULTS.iou:g})")
+    g.add_argument("--merge", choices=choices(Merge), default=None,
+                   help=f"how overlapping windows become one box (default {DEFAULTS.merge}): nms, class-aware "
+                        "NMS; soft-nms, Gaussian score decay; nested also drops boxes lying inside a stronger "
+                        "one (the demo's choice: cleaner pictures, lower AP); vote averages each kept box with "
+                        "those it suppressed")
+    g.add_argument("--classes", default=classes_default,
+                   help="what to detect: label indices (281), ranges (281-285), label names, group names "
+                        f"(cat) or 'coco' for every COCO group (default: {classes_default or 'every label'})")
+    g.add_argument("--batch-size", type=count(1), default=None,
+                   help=f"windows per inference call in patch mode (default {DEFAULTS.batch_size})")
+    g.add_argument("--dense-tile", type=count(0), default=None, metavar="PX",
+                   help="dense mode: run pyramid levels of more than PX x PX pixels in tiles of at most that "
+                        f"many (default {DEFAULTS.dense_tile}; 0 never tiles): bounds memory, same results, "
+                        "more time")
+    p.set_defaults(window=None, input_window=False)
+    add_device_arg(p)
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=choices(Device), default=Device.AUTO.value,
+                   help="execution device: auto (CUDA when usable, else CPU), cpu, cuda, or tensorrt "
+                        "(CUDA with TensorRT engines, cached) (default auto)")
+
+
+def add_convert_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--convert", action="store_true",
+                   help="convert grayscale, alpha and 16-bit images to 8-bit RGB instead of refusing them")
+
+
+#: Flags that map one-to-one onto `DetectorConfig` fields.
+_FIELDS = {"stride": "step", "scale": "scale", "max_levels": "max_levels", "min_score": "min_score",
+           "iou": "iou", "batch_size": "batch_size", "mode": "mode", "merge": "merge", "dense_tile": "dense_tile"}
+
+
+def config_overrides(args) -> dict:
+    """The `DetectorConfig` fields the user set explicitly."""
+    out = {field: getattr(args, flag) for flag, field in _FIELDS.items() if getattr(args, flag) is not None}
+    if args.input_window:
+        out["windows_hw"] = None
+    elif args.window:
+        out["windows_hw"] = tuple(args.window)
+    given_windows = args.input_window or bool(args.window)
+    if args.reference_side is not None:
+        out["reference_side"] = args.reference_side or None
+    elif given_windows:
+        out["reference_side"] = None  # --window sizes are absolute pixels unless --reference-side says
+    return out
+
+
+def detector_config(args, base: DetectorConfig = DEFAULTS) -> DetectorConfig:
+    """``base`` with the user's explicit flags applied; one-line SlidewinError when they conflict."""
+    try:
+        return replace(base, **config_overrides(args))
+    except ValueError as e:
+        raise SlidewinError(str(e)) from None

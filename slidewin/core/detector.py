@@ -1,0 +1,100 @@
+"""The `Detector` interface every detector implements, and what a run reports (`RunStats`).
+
+The CLI, evaluation, comparison, folder runs and the Ray engine talk only to this interface:
+
+    dets = detector.detect(image)       # Detections in the image's pixels
+    detector.last_stats                 # RunStats of that call: counts and seconds per stage
+    detector.labels, detector.meta      # what class_ids index; what the model says about itself
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+from slidewin.core.detections import Detections
+
+if TYPE_CHECKING:
+    from slidewin.runtime.model_meta import ModelMeta
+
+
+class Stage(StrEnum):
+    """Names of the timed stages in `RunStats.seconds` (and the ``seconds`` of JSON records)."""
+
+    DECODE = "decode"            # reading and decoding the image (folder runs, records)
+    PROPOSALS = "proposals"      # generating candidate boxes (proposal detectors)
+    PYRAMID = "pyramid"          # resizing levels and cutting windows or crops
+    LETTERBOX = "letterbox"      # fitting the image into a region-proposal model's canvas
+    INFERENCE = "inference"      # inside ONNX Runtime
+    SCORING = "scoring"          # probabilities -> target scores -> candidates
+    NMS = "nms"                  # merging candidates into detections
+    POSTPROCESS = "postprocess"  # a region-proposal model's boxes back to the image
+
+
+class Unit(StrEnum):
+    """What `RunStats.windows` counts."""
+
+    WINDOWS = "windows"
+    PROPOSALS = "proposals"
+
+
+@dataclass
+class RunStats:
+    """What one detection run did, for records, tables and benchmarks.
+
+    Attributes:
+        levels: pyramid levels (1 for a single canvas).
+        windows: candidate regions the classifier or model scored, counted in ``unit``.
+        candidates: (region, class) pairs that passed the score threshold, before merging.
+        unit: what ``windows`` counts.
+        seconds: seconds per `Stage`, in the order the stages ran.
+    """
+
+    levels: int = 0
+    windows: int = 0
+    candidates: int = 0
+    unit: Unit = Unit.WINDOWS
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def for_stages(cls, *stages: Stage, **kwargs) -> "RunStats":
+        """Stats with the given stages at 0 s, in that order."""
+        return cls(seconds={s.value: 0.0 for s in stages}, **kwargs)
+
+    def add(self, stage: Stage, seconds: float) -> None:
+        self.seconds[stage.value] = self.seconds.get(stage.value, 0.0) + seconds
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Anything that turns an image into `Detections`.
+
+    Attributes:
+        labels: the names ``class_ids`` of the result index into.
+        meta: the model's own description (`ModelMeta`).
+        last_stats: `RunStats` of the latest `detect` call (None before the first).
+        providers: the ONNX Runtime execution providers it runs on, in preference order.
+    """
+
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+
+    @property
+    def meta(self) -> "ModelMeta": ...
+
+    @property
+    def last_stats(self) -> RunStats | None: ...
+
+    @property
+    def providers(self) -> list[str]: ...
+
+    def detect(self, image: np.ndarray) -> Detections:
+        """Detect in a uint8 RGB (H, W, 3) image; boxes in its pixels."""
+        ...

@@ -1,0 +1,67 @@
+"""Files: the cache folder, and writes that readers never see half done."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """slidewin's cache folder: ``$XDG_CACHE_HOME/slidewin``, else ``~/.cache/slidewin``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "slidewin"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(out: str | Path, write: Callable[[Path], object]) -> object:
+    """Call ``write(tmp)`` on a temporary file beside ``out``, then move it to ``out``.
+
+    An interrupted run, or a ``write`` that raises, never leaves a partial file at ``out``; the
+    file gets the usual permissions (0666 less the umask), not mkstemp's private 0600.
+
+    Returns:
+        What ``write`` returned.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp" + out.suffix, dir=out.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        result = write(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return result
+
+
+def atomic_write_bytes(out: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``out`` whole or not at all."""
+    atomic_write(out, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(out: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``out`` whole or not at all."""
+    atomic_write_bytes(out, text.encode("utf-8"))
+
+
+def atomic_save_onnx(model, out: str | Path, verify: Callable[[Path], object] | None = None):
+    """Save an ``onnx.ModelProto`` beside ``out``, optionally ``verify`` it there, then move it in.
+
+    Returns:
+        What ``verify`` returned (None without it).
+    """
+    import onnx
+
+    def write(tmp: Path):
+        onnx.save(model, str(tmp))
+        return verify(tmp) if verify is not None else None
+
+    return atomic_write(out, write)

@@ -1,0 +1,51 @@
+"""Opening a model file as a detector: the runtime dispatches on the model's own metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from slidewin.core.detector import Detector
+from slidewin.core.targets import Targets, class_items
+from slidewin.errors import ModelError
+from slidewin.pipeline.config import DetectorConfig
+from slidewin.pipeline.sliding import SlidingWindowDetector
+from slidewin.runtime.classifier import Classifier
+from slidewin.runtime.model_meta import ModelKind
+from slidewin.runtime.sessions import Device, SessionSettings, open_session, read_meta
+
+#: What --classes names "every label" with, for a region-proposal model.
+_EVERY_LABEL = ("all", "coco")
+
+
+def region_classes(classes) -> list[str] | None:
+    """A ``--classes`` value for a region-proposal model: label names, or None for every label
+    (None, "all" or "coco"); comma-separated or as a list (e.g. ``"person,traffic light"``)."""
+    names = class_items(classes)
+    if not names or (len(names) == 1 and names[0].lower() in _EVERY_LABEL):
+        return None
+    return names
+
+
+def build_detector(path: str | Path, config: DetectorConfig | None = None, classes=None,
+                   device: Device | str = Device.AUTO, threads: int | None = None) -> Detector:
+    """A detector for any slidewin model, chosen by the model's metadata ``kind``.
+
+    A classifier becomes a `SlidingWindowDetector` looking for ``classes`` (see `Targets.parse`).
+    A region-proposal model becomes a `RegionProposalDetector` keeping ``classes`` (label names,
+    see `region_classes`) scoring at least ``config.min_score``; the sliding-window settings of
+    ``config`` do not apply to it.
+    """
+    settings = SessionSettings(device=device, threads=threads)
+    session = open_session(path, settings)
+    meta = read_meta(session, path)
+    if meta.kind is ModelKind.CLASSIFIER:
+        clf = Classifier(path, device, threads, session=session)
+        return SlidingWindowDetector(clf, Targets.parse(classes, clf.labels, clf.meta.label_set), config)
+    if meta.kind is ModelKind.REGION_PROPOSAL:
+        from slidewin.runtime.region import RegionProposalDetector
+
+        min_score = (config or DetectorConfig()).min_score
+        return RegionProposalDetector(path, min_score=min_score, classes=region_classes(classes),
+                                      device=device, threads=threads, session=session)
+    raise ModelError(f"{meta.kind.value} models are not supported yet", path)
+

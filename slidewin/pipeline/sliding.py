@@ -1,0 +1,172 @@
+"""`SlidingWindowDetector`: a classifier slid over an image pyramid, returning `Detections`.
+
+Data flow: plan levels (`slidewin.core.geometry`) -> window probabilities, either from crops
+classified in batches (patch mode, `iter_window_batches`) or from one fully-convolutional pass
+per level (dense mode, `DenseClassifier`) -> target scores -> candidates above ``min_score``
+in original pixels -> class-aware merge. Memory is one resized level plus one batch (or one
+dense tile), whatever the number of windows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from slidewin.core.detections import Detections
+from slidewin.core.detector import RunStats, Stage
+from slidewin.core.geometry import Level, plan_levels, scale_windows
+from slidewin.core.merge import merge_detections
+from slidewin.core.targets import Targets
+from slidewin.errors import ModelError, SlidewinError
+from slidewin.pipeline.config import DetectorConfig, Mode, Scoring
+from slidewin.pipeline.windows import iter_window_batches, level_boxes, resize_level
+from slidewin.runtime.classifier import Classifier
+
+
+def dense_capable(classifier: Classifier) -> bool:
+    """Whether a classifier can run in dense mode: its metadata gives the network stride and the
+    rewrite knows its graph (`slidewin.runtime.dense_graph`; the rewrite is cached for later)."""
+    from slidewin.runtime.dense_graph import ensure_dense_model
+
+    if not classifier.meta.feature_stride:
+        return False
+    try:
+        ensure_dense_model(classifier.path, classifier.meta)
+    except ModelError:
+        return False
+    return True
+
+
+class SlidingWindowDetector:
+    """Turns a `Classifier` into a detector (a `slidewin.core.detector.Detector`).
+
+    Args:
+        classifier: the classifier to slide.
+        targets: which classes to look for (default: every label of the classifier).
+        config: window sizes, step, pyramid, thresholds, mode.
+
+    Attributes:
+        mode: the mode in use, ``patch`` or ``dense`` (``auto`` resolved, see `Mode`).
+        last_stats: `RunStats` of the latest `detect`.
+    """
+
+    def __init__(self, classifier: Classifier, targets: Targets | None = None, config: DetectorConfig | None = None):
+        self.classifier = classifier
+        self.targets = targets or Targets.all_labels(classifier.labels)
+        self.config = config or DetectorConfig()
+        self.dense = self._dense_classifier()
+        self.mode = Mode.PATCH if self.dense is None else Mode.DENSE
+        self.last_stats: RunStats | None = None
+
+    def _dense_classifier(self):
+        """The classifier's dense form when the mode asks for it (or allows it, for ``auto``)."""
+        from slidewin.runtime.dense import DenseClassifier
+
+        c, clf = self.config, self.classifier
+        if c.mode is Mode.PATCH:
+            return None
+        stride = clf.meta.feature_stride
+        if c.mode is Mode.AUTO:
+            # Patch mode for settings dense mode cannot follow, and for graphs the rewrite does
+            # not know (e.g. int8 models).
+            if c.step != stride or not c.align or not dense_capable(clf):
+                return None
+            return DenseClassifier(clf, max_tile=c.dense_tile)
+        if not stride:
+            raise SlidewinError("dense mode needs the model's feature_stride in its metadata", clf.path)
+        if c.step != stride:
+            raise SlidewinError(f"dense mode steps by the network stride: --stride must be {stride}, "
+                                f"got {c.step:g}")
+        return DenseClassifier(clf, max_tile=c.dense_tile)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.targets.names
+
+    @property
+    def meta(self):
+        """The classifier's `ModelMeta`."""
+        return self.classifier.meta
+
+    @property
+    def providers(self) -> list[str]:
+        return self.classifier.providers
+
+    def windows_for(self, image_hw: tuple[int, int]) -> list[tuple[int, int]]:
+        """The window sizes (height, width) in this image's pixels (see ``reference_side``)."""
+        c = self.config
+        windows = list(c.windows_hw or (self.classifier.input_hw,))
+        return scale_windows(windows, image_hw, c.reference_side)
+
+    def plan(self, image_hw: tuple[int, int]) -> list[Level]:
+        c = self.config
+        windows = self.windows_for(image_hw)
+        return plan_levels(image_hw, self.classifier.input_hw, windows, c.step, c.scale, c.max_levels, c.align)
+
+    def detect(self, image: np.ndarray) -> Detections:
+        """Detect in a uint8 RGB (H, W, 3) image; boxes in its pixels. Stats in `last_stats`."""
+        c = self.config
+        score = self.targets.score_top1 if c.scoring is Scoring.TOP1 else self.targets.score
+        stats = RunStats.for_stages(Stage.PYRAMID, Stage.INFERENCE, Stage.SCORING, Stage.NMS)
+        levels = self.plan(image.shape[:2])
+        stats.levels = len(levels)
+        parts = []
+        for probs, boxes in self._window_probabilities(image, levels, stats):
+            t1 = time.perf_counter()
+            scores = score(probs)
+            win, cls = np.nonzero(scores >= c.min_score)
+            if len(win):
+                parts.append(Detections(boxes[win], scores[win, cls], cls, self.labels))
+            stats.windows += len(probs)
+            stats.add(Stage.SCORING, time.perf_counter() - t1)
+        t0 = time.perf_counter()
+        candidates = Detections.concatenate(parts, self.labels)
+        stats.candidates = len(candidates)
+        dets = merge_detections(candidates, c.merge, c.iou, c.ios, sigma=c.soft_sigma, min_score=c.min_score)
+        stats.add(Stage.NMS, time.perf_counter() - t0)
+        self.last_stats = stats
+        return dets
+
+    def window_probabilities(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every window's class probabilities, before scoring and merging.
+
+        Returns:
+            (probabilities (K, num_labels) float32, boxes (K, 4) in image pixels), windows in
+            plan order: the same K windows, in the same order, in patch and dense mode.
+        """
+        probs, boxes = [], []
+        for p, b in self._window_probabilities(image, self.plan(image.shape[:2]), RunStats()):
+            probs.append(np.array(p))
+            boxes.append(np.array(b))
+        return np.concatenate(probs), np.concatenate(boxes)
+
+    def _window_probabilities(self, image: np.ndarray, levels: list[Level],
+                              stats: RunStats) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(probabilities (B, num_labels), boxes (B, 4) in image pixels) for every window.
+
+        Patch mode yields fixed-size batches of crops run through the classifier; dense mode
+        yields one level at a time from the fully-convolutional pass. The windows are the same.
+        """
+        if self.dense is None:
+            for crops, boxes in iter_window_batches(image, levels, self.classifier.input_hw,
+                                                    self.config.batch_size, stats):
+                t0 = time.perf_counter()
+                probs = self.classifier.predict(crops)
+                stats.add(Stage.INFERENCE, time.perf_counter() - t0)
+                yield probs, boxes
+            return
+        for level in levels:
+            t0 = time.perf_counter()
+            resized = resize_level(image, level)
+            boxes = level_boxes(level, self.classifier.input_hw, image.shape[:2])
+            t1 = time.perf_counter()
+            pmap = self.dense.predict_map(resized)
+            stats.add(Stage.PYRAMID, t1 - t0)
+            stats.add(Stage.INFERENCE, time.perf_counter() - t1)
+            if pmap.shape[:2] != (len(level.ys), len(level.xs)):
+                raise SlidewinError(
+                    f"dense model gave a {pmap.shape[0]}x{pmap.shape[1]} map for a level with "
+                    f"{len(level.ys)}x{len(level.xs)} windows", self.classifier.path)
+            yield pmap.reshape(-1, pmap.shape[2]), boxes

@@ -1,0 +1,282 @@
+"""The dense rewrite of a classifier, done once on the ONNX graph and cached.
+
+OverFeat's observation (Sermanet et al. 2013): a CNN classifier whose head is global average
+pooling + a dense layer computes, for a window, ``softmax(W @ mean(F[window]) + b)`` where F is
+its last feature map. Replacing the global pool by an average pool of the feature-map size the
+network was trained at (7x7 for 224 px at stride 32), with stride 1, and the dense layer by the
+equivalent 1x1 convolution, gives one class-probability vector per window position at the
+network's stride, for all windows of an image at once, sharing the convolutions.
+
+The rewrite works on any slidewin classifier whose graph ends in
+``GlobalAveragePool -> (Reshape|Squeeze|Flatten)* -> MatMul [+ Add] | Gemm -> Softmax``
+(both exporters produce that). It is done once and cached beside the model (or in the cache
+folder when that folder is read-only), keyed by the model's sha256.
+
+The rewritten model also records how much context a tile of a level needs around its windows
+(`receptive_field`, `context_margin`), which `slidewin.runtime.dense` uses to run big levels in
+tiles that equal the untiled pass.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from slidewin.errors import ModelError
+from slidewin.runtime.model_meta import PROBABILITY_MAP, Key, ModelMeta, read_props, sha256_of, write_metadata
+
+_PASS_THROUGH = {"Reshape", "Squeeze", "Flatten", "Identity"}
+#: ``dense_context`` when no finite margin reproduces the untiled pass.
+UNBOUNDED = "unbounded"
+
+# Ops whose output at one place depends on the whole input: no finite context margin exists.
+_GLOBAL_OPS = {
+    "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "ReduceMean", "ReduceMax", "ReduceMin",
+    "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSumExp", "MatMul", "MatMulInteger",
+    "QLinearMatMul", "Gemm", "Einsum", "Attention", "MultiHeadAttention", "ConvTranspose",
+    "Resize", "Upsample",
+}
+_CONV_WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "FusedConv": 1}
+_POOLS = {"MaxPool", "AveragePool", "LpPool"}
+
+
+def _producers(graph) -> dict:
+    return {out: node for node in graph.node for out in node.output}
+
+
+def _constant(graph, name: str) -> np.ndarray | None:
+    from onnx import numpy_helper
+
+    for t in graph.initializer:
+        if t.name == name:
+            return numpy_helper.to_array(t)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            return numpy_helper.to_array(node.attribute[0].t)
+    return None
+
+
+def _find_head(graph, output_name: str):
+    """(GlobalAveragePool node, weight (C, K), bias (K,), nodes of the head) or raise ModelError."""
+    prod = _producers(graph)
+    softmax = prod.get(output_name)
+    if softmax is None or softmax.op_type != "Softmax":
+        raise ModelError("dense mode needs a graph ending in Softmax")
+    head = [softmax]
+    node = prod.get(softmax.input[0])
+    bias = None
+    if node is not None and node.op_type == "Add":
+        head.append(node)
+        a, b = node.input
+        bias = _constant(graph, b)
+        if bias is None:
+            a, b = b, a
+            bias = _constant(graph, b)
+        node = prod.get(a)
+    if node is None or node.op_type not in ("MatMul", "Gemm"):
+        raise ModelError("dense mode needs a dense (MatMul/Gemm) layer before the Softmax")
+    head.append(node)
+    weight = _constant(graph, node.input[1])
+    if weight is None:
+        raise ModelError("dense mode needs the dense layer's weights as constants")
+    if node.op_type == "Gemm":
+        attrs = {a.name: a for a in node.attribute}
+        if "transA" in attrs and attrs["transA"].i:
+            raise ModelError("dense mode does not support Gemm with transA")
+        if "transB" in attrs and attrs["transB"].i:
+            weight = weight.T
+        alpha = attrs["alpha"].f if "alpha" in attrs else 1.0
+        beta = attrs["beta"].f if "beta" in attrs else 1.0
+        weight = weight * alpha
+        if len(node.input) > 2:
+            c = _constant(graph, node.input[2])
+            bias = (0 if bias is None else bias) + beta * c
+    k = weight.shape[1]
+    bias = np.zeros(k, np.float32) if bias is None else np.broadcast_to(bias, (k,))
+    node = prod.get(node.input[0])
+    while node is not None and node.op_type in _PASS_THROUGH:
+        head.append(node)
+        node = prod.get(node.input[0])
+    if node is None or node.op_type != "GlobalAveragePool":
+        raise ModelError("dense mode needs global average pooling before the dense layer")
+    head.append(node)
+    return node, weight.astype(np.float32), bias.astype(np.float32), head
+
+
+def _feature_hw(model, feature_name: str, meta: ModelMeta) -> tuple[int, int]:
+    """Spatial size of the last feature map at the trained input size (7x7 for ResNet50 at 224)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    for vi in inferred.graph.value_info:
+        if vi.name == feature_name:
+            dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+            if len(dims) == 4 and dims[2] > 0 and dims[3] > 0:
+                return dims[2], dims[3]
+    if meta.feature_stride:
+        return meta.input_hw[0] // meta.feature_stride, meta.input_hw[1] // meta.feature_stride
+    raise ModelError("cannot tell the feature-map size (no shape information, no feature_stride)")
+
+
+def _kernel(node, initializers: dict):
+    """((kh, kw), (sh, sw), (dh, dw)) of a convolution or pooling node; None when unknown."""
+    from onnx import helper
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    kernel = attrs.get("kernel_shape")
+    if kernel is None and node.op_type in _CONV_WEIGHT_INPUT:
+        idx = _CONV_WEIGHT_INPUT[node.op_type]
+        w = initializers.get(node.input[idx]) if len(node.input) > idx else None
+        kernel = list(w.dims[2:]) if w is not None else None
+    if kernel is None or len(kernel) != 2:
+        return None
+    strides = attrs.get("strides") or [1, 1]
+    dilations = attrs.get("dilations") or [1, 1]
+    return tuple(kernel), tuple(strides), tuple(dilations)
+
+
+def receptive_field(graph, feature: str) -> tuple[int, int, int, int] | None:
+    """Receptive field and stride of a tensor, in input pixels, from the graph's kernels and strides.
+
+    Walks the (topologically sorted) graph from its image input: a convolution or pooling of
+    kernel k, stride s, dilation d grows the field by ``d * (k - 1) * jump`` and the jump by
+    ``s``; joins (residual adds, concats) take the largest field; other ops pass it through.
+
+    Returns:
+        ``(rf_h, rf_w, jump_h, jump_w)``, or None when an op with a global extent (a squeeze-
+        and-excite pool, attention, resizing) or an unknown kernel comes first: then no finite
+        margin reproduces the untiled pass.
+    """
+    inits = {t.name: t for t in graph.initializer}
+    field: dict[str, tuple[int, int, int, int] | None] = {graph.input[0].name: (1, 1, 1, 1)}
+    for node in graph.node:
+        known = [field[i] for i in node.input if i in field]
+        if not known:
+            continue
+        out = None
+        if node.op_type not in _GLOBAL_OPS and all(k is not None for k in known):
+            rh, rw, jh, jw = (max(k[i] for k in known) for i in range(4))
+            out = (rh, rw, jh, jw)
+            if node.op_type in _CONV_WEIGHT_INPUT or node.op_type in _POOLS:
+                kernel = _kernel(node, inits)
+                if kernel is None:
+                    out = None
+                else:
+                    (kh, kw), (sh, sw), (dh, dw) = kernel
+                    out = (rh + dh * (kh - 1) * jh, rw + dw * (kw - 1) * jw, jh * sh, jw * sw)
+        for o in node.output:
+            field[o] = out
+        if feature in node.output:
+            break
+    return field.get(feature)
+
+
+def context_margin(rf: int, jump: int, pool: int, window: int) -> int:
+    """Pixels of context a tile needs on each side of its windows, a whole number of strides.
+
+    A window of ``window`` pixels averages ``pool`` feature cells ``jump`` pixels apart, whose
+    receptive fields (``rf`` pixels) reach ``rf + (pool - 1) * jump - window`` pixels past the
+    window in all. Padding is about centred, so half of that lies on each side; one more stride
+    absorbs the asymmetry of 'same' padding at strided layers.
+
+    >>> context_margin(851, 32, 7, 224)   # EfficientNet-Lite0
+    448
+    """
+    beyond = max(0, rf + (pool - 1) * jump - window)
+    return jump * (math.ceil(beyond / 2 / jump) + 1)
+
+
+def make_dense(model, meta: ModelMeta, source_sha256: str = ""):
+    """Rewrite a slidewin classifier (``onnx.ModelProto``) into its dense form, in place.
+
+    The result takes ``image`` uint8 (N, H, W, 3) of any size that is the trained size plus a
+    multiple of the stride, and returns ``probability_map`` float32 (N, rows, cols, K): cell
+    (i, j) is the classifier's output for the window at ``(j * stride, i * stride)``.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    gap, weight, bias, head = _find_head(graph, graph.output[0].name)
+    feature = gap.input[0]
+    fh, fw = _feature_hw(model, feature, meta)
+    c, k = weight.shape
+    field = receptive_field(graph, feature)
+    if field is None:
+        context = UNBOUNDED
+    else:
+        rh, rw, jh, jw = field
+        context = (f"{context_margin(rh, jh, fh, meta.input_hw[0])}x"
+                   f"{context_margin(rw, jw, fw, meta.input_hw[1])}")
+    drop = {id(n) for n in head}
+    kept = [n for n in graph.node if id(n) not in drop]
+    w_name, b_name = "slidewin_dense/weight", "slidewin_dense/bias"
+    graph.initializer.extend([
+        numpy_helper.from_array(np.ascontiguousarray(weight.T).reshape(k, c, 1, 1), w_name),
+        numpy_helper.from_array(bias, b_name),
+    ])
+    new = [
+        helper.make_node("AveragePool", [feature], ["slidewin_dense/pooled"], kernel_shape=[fh, fw],
+                         strides=[1, 1], name="slidewin_dense/pool"),
+        helper.make_node("Conv", ["slidewin_dense/pooled", w_name, b_name], ["slidewin_dense/logits"],
+                         kernel_shape=[1, 1], name="slidewin_dense/conv1x1"),
+        helper.make_node("Softmax", ["slidewin_dense/logits"], ["slidewin_dense/probs"], axis=1,
+                         name="slidewin_dense/softmax"),
+        helper.make_node("Transpose", ["slidewin_dense/probs"], [PROBABILITY_MAP], perm=[0, 2, 3, 1],
+                         name="slidewin_dense/to_nhwc"),
+    ]
+    del graph.node[:]
+    graph.node.extend(kept + new)
+    # Drop initializers nobody reads any more (the old dense weights).
+    used = {i for n in graph.node for i in n.input}
+    keep_init = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep_init)
+    inp = graph.input[0]
+    dims = inp.type.tensor_type.shape.dim
+    dims[1].Clear()
+    dims[1].dim_param = "height"
+    dims[2].Clear()
+    dims[2].dim_param = "width"
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(PROBABILITY_MAP, TensorProto.FLOAT, ["batch", "rows", "cols", k]))
+    del graph.value_info[:]
+    extra = dict(meta.extra, **{Key.DENSE: "true", Key.DENSE_POOL: f"{fh}x{fw}",
+                                Key.DENSE_SOURCE: source_sha256, Key.DENSE_CONTEXT: context})
+    write_metadata(model, replace(meta, extra=extra))
+    return model
+
+
+def dense_model_path(path: Path, sha: str) -> Path:
+    """Where the dense form of ``path`` is cached: beside it, or in the cache folder if read-only."""
+    from slidewin.io.files import cache_dir
+
+    beside = path.with_name(path.stem + ".dense.onnx")
+    if os.access(path.parent, os.W_OK):
+        return beside
+    return cache_dir() / f"{path.stem}-{sha[7:23]}.dense.onnx"
+
+
+def ensure_dense_model(path: str | Path, meta: ModelMeta) -> Path:
+    """The dense form of a classifier, rewritten on first use and cached (atomically written)."""
+    import onnx
+
+    from slidewin.io.files import atomic_save_onnx
+
+    path = Path(path)
+    sha = sha256_of(path)
+    target = dense_model_path(path, sha)
+    if target.exists():
+        try:
+            props = read_props(onnx.load(str(target), load_external_data=False))
+            if props.get(Key.DENSE_SOURCE) == sha and Key.DENSE_CONTEXT in props:
+                return target
+        except Exception:
+            pass  # unreadable or stale cache: rebuild it
+    model = make_dense(onnx.load(str(path)), meta, sha)
+    onnx.checker.check_model(model)
+    atomic_save_onnx(model, target)
+    return target

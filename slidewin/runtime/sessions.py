@@ -1,0 +1,193 @@
+"""ONNX Runtime sessions: the one place a session is made, providers chosen quietly.
+
+onnxruntime-gpu lists ``CUDAExecutionProvider`` as available even where no GPU or CUDA library
+exists, and asking for it there prints a red error before falling back. So the CUDA provider is
+only requested when the NVIDIA driver library loads, and the session is created with ORT's
+logging turned down; the providers the session actually got are reported afterwards.
+
+Every session slidewin opens (classifiers, their dense form, region-proposal models, export
+parity checks, int8 checks, benchmarks) comes from `open_session`, so they all share the same
+settings: device and provider options, intra-op threads, and idle threads that sleep.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from slidewin.errors import ModelError
+from slidewin.runtime.model_meta import ModelMeta
+
+os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
+import onnxruntime as ort  # noqa: E402
+
+ort.set_default_logger_severity(3)
+
+
+class Device(StrEnum):
+    """Where a session runs: ``auto`` is CUDA when usable, else the CPU."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """How to open a session.
+
+    Attributes:
+        device: see `Device`.
+        threads: ORT intra-op threads (None: the physical cores).
+        memory_pattern: let ORT plan one memory pattern per input shape. Worth it when shapes
+            repeat (classifier batches); not for dense levels, where every level has its own shape
+            and each pattern keeps its block (EfficientNet-Lite0: 1.6 GB after one 2240x1792
+            level where a pass needs 1.0 GB, 2.0 GB after five shapes; ~1.1 GB without, same speed).
+    """
+
+    device: Device = Device.AUTO
+    threads: int | None = None
+    memory_pattern: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "device", Device(self.device))
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+
+
+CPU = SessionSettings(device=Device.CPU)
+
+
+def trt_cache_dir() -> Path:
+    """Where TensorRT engines are cached: building one takes minutes, loading it seconds."""
+    from slidewin.io.files import cache_dir
+
+    return cache_dir() / "tensorrt"
+
+
+@lru_cache(maxsize=1)
+def cuda_usable() -> bool:
+    """True when ORT has a CUDA provider and the NVIDIA driver is present on this machine."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def providers_for(device: Device | str) -> list:
+    """Execution providers to request, in preference order, with their options."""
+    device = Device(device)
+    if device is Device.CPU:
+        return ["CPUExecutionProvider"]
+    if device in (Device.CUDA, Device.TENSORRT) and not cuda_usable():
+        raise ModelError(f"--device {device.value} requested but no usable CUDA GPU was found")
+    cuda = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})
+    if device is Device.TENSORRT:
+        if "TensorrtExecutionProvider" not in ort.get_available_providers():
+            raise ModelError("--device tensorrt requested but this onnxruntime has no TensorRT provider")
+        trt_cache_dir().mkdir(parents=True, exist_ok=True)
+        trt = ("TensorrtExecutionProvider", {"trt_engine_cache_enable": True,
+                                             "trt_engine_cache_path": str(trt_cache_dir())})
+        return [trt, cuda, "CPUExecutionProvider"]
+    if cuda_usable():
+        return [cuda, "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def physical_cores() -> int:
+    """Cores to give ORT's intra-op pool (hyper-threads add little to convolution throughput)."""
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+        if n:
+            return n
+    except ImportError:
+        pass
+    return os.cpu_count() or 1
+
+
+def session_options(settings: SessionSettings) -> "ort.SessionOptions":
+    """The ``SessionOptions`` every slidewin session is made with."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = settings.threads or physical_cores()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.enable_mem_pattern = settings.memory_pattern
+    # Idle ORT threads spin by default; on a busy machine (two cores shared with decoding, other
+    # processes, CI) that halves throughput (benchmarks/results/folder.json). Sleep instead.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+def open_session(path: str | Path, settings: SessionSettings = SessionSettings(), what: str = "model"):
+    """Open an ONNX model with the providers of ``settings.device``.
+
+    Args:
+        path: the ONNX file.
+        settings: device, threads, memory patterns.
+        what: how errors name the file ("model", "dense model", ...).
+
+    Raises:
+        ModelError: missing file, or a file ONNX Runtime cannot load.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"no such {what} file", p)
+    if p.is_dir():
+        raise ModelError(f"is a directory, not an ONNX {what}", p)
+    if p.stat().st_size == 0:
+        raise ModelError(f"empty {what} file (0 bytes)", p)
+    providers = providers_for(settings.device)
+    try:
+        return ort.InferenceSession(str(p), sess_options=session_options(settings), providers=providers)
+    except Exception as e:  # ORT raises several unrelated types for a bad file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "protobuf" in first.lower() or "parsing" in first.lower() or "INVALID_PROTOBUF" in first:
+            first = "not an ONNX model"
+        raise ModelError(f"cannot load {what}: {first[:200]}", p) from None
+
+
+def read_meta(session, path: str | Path) -> ModelMeta:
+    """The slidewin metadata of an open session (raises ModelError when absent or malformed)."""
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    return ModelMeta.from_props(props, path)
+
+
+_ORT_DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def check_image_input(session, meta: ModelMeta, path: str | Path) -> tuple[str, np.dtype]:
+    """Validate the single image input: rank 4, NHWC with 3 channels, uint8 or float.
+
+    slidewin's exporters name it `INPUT_NAME`; any name is accepted.
+
+    Returns:
+        (input name, the numpy dtype it takes).
+    """
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ModelError(f"expected 1 input (an NHWC RGB image batch), found {len(inputs)}", path)
+    inp = inputs[0]
+    shape = inp.shape
+    if len(shape) != 4:
+        raise ModelError(f"input {inp.name!r} has rank {len(shape)}, expected 4 (N, H, W, 3)", path)
+    if shape[3] != 3:
+        raise ModelError(f"input {inp.name!r} has shape {shape}, expected (N, H, W, 3) RGB channels-last", path)
+    if inp.type not in _ORT_DTYPES:
+        raise ModelError(f"input {inp.name!r} has type {inp.type}, expected uint8 or float", path)
+    h, w = shape[1], shape[2]
+    if isinstance(h, int) and isinstance(w, int) and (h, w) != meta.input_hw:
+        raise ModelError(f"input is {h}x{w} but metadata says {meta.input_hw[0]}x{meta.input_hw[1]}", path)
+    return inp.name, _ORT_DTYPES[inp.type]
