@@ -1,8 +1,10 @@
-"""Patch-based against region-proposal detection on one image: a table, a picture, a JSON payload.
+"""Windows against region proposals on one image: a table, a picture, a JSON payload.
 
-`open_comparison` opens both models as detectors and makes the race fair: the region-proposal
-model looks only for the categories the classifier can name. `run_compare` runs each detector on
-the image, `compare_table` and `side_by_side` show the results, `compare_payload` records them.
+`open_comparison` opens the contenders as detectors: the classifier slid over the image
+(windows), the same classifier scoring region proposals (R-CNN without training), and a
+region-proposal network (Faster R-CNN) when one is given, which looks only for the categories
+the classifier can name, so that the race is fair. `run_compare` runs each on the image,
+`compare_table` and `side_by_side` show the results, `compare_payload` records them.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ class Comparison:
     shared_labels: list[str]
 
 
-def open_comparison(classifier: Path, region: Path, config, classes, device) -> Comparison:
-    """A classifier slid over the image against a region-proposal model, on the same categories.
+def open_comparison(classifier: Path, region: Path | None, config, classes, device, proposals=None) -> Comparison:
+    """The classifier slid over the image, the classifier scoring ``proposals`` (a `ProposalConfig`,
+    or None for no such panel), and the region-proposal model ``region`` (or None), on the same
+    categories.
 
     Raises:
         SlidewinError: a model of the wrong kind.
@@ -52,16 +56,21 @@ def open_comparison(classifier: Path, region: Path, config, classes, device) -> 
     windows = build_detector(classifier, config=config, classes=classes, device=device)
     if windows.meta.kind is not ModelKind.CLASSIFIER:
         raise SlidewinError("--classifier must be a classifier model", classifier)
-    rpn = build_detector(region, config=config, device=device)
-    if rpn.meta.kind is not ModelKind.REGION_PROPOSAL:
-        raise SlidewinError("--frcnn must be a region-proposal model", region)
-    shared = [n for n in windows.labels if n in rpn.labels]
-    if shared and len(shared) < len(rpn.labels):
-        rpn = build_detector(region, config=config, classes=shared, device=device)
-    return Comparison([
-        Contender(f"{windows.mode.value} ({windows.meta.architecture})", windows, Path(classifier)),
-        Contender(f"region proposals ({rpn.meta.architecture})", rpn, Path(region)),
-    ], shared)
+    contenders = [Contender(f"{windows.mode.value} windows ({windows.meta.architecture})", windows, Path(classifier))]
+    if proposals is not None:
+        scored = build_detector(classifier, config=config, classes=classes, device=device, proposals=proposals)
+        contenders.append(Contender(f"{proposals.method.value}, {proposals.scoring.value} ({scored.meta.architecture})",
+                                    scored, Path(classifier)))
+    shared = list(windows.labels)
+    if region is not None:
+        rpn = build_detector(region, config=config, device=device)
+        if rpn.meta.kind is not ModelKind.REGION_PROPOSAL:
+            raise SlidewinError("--frcnn must be a region-proposal model", region)
+        shared = [n for n in windows.labels if n in rpn.labels]
+        if shared and len(shared) < len(rpn.labels):
+            rpn = build_detector(region, config=config, classes=shared, device=device)
+        contenders.append(Contender(f"region proposal network ({rpn.meta.architecture})", rpn, Path(region)))
+    return Comparison(contenders, shared)
 
 
 @dataclass(frozen=True)
@@ -100,7 +109,7 @@ def run_compare(image: np.ndarray, comparison: Comparison) -> list[CompareResult
 
 def compare_table(results: list[CompareResult], decode_seconds: float) -> tuple[list[str], list[list[str]]]:
     """Headers and rows: detections, what was evaluated, seconds per stage, total, best score."""
-    headers = ["detector", "detections", "evaluated", "decode s", "pyramid/letterbox s", "inference s",
+    headers = ["detector", "detections", "evaluated", "decode s", "proposals/pyramid/letterbox s", "inference s",
                "scoring+NMS s", "total s", "top score"]
     rows = []
     for r in results:

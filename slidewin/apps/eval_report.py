@@ -20,8 +20,9 @@ def write_report(out: Path, metrics: dict, ev, dataset, per_image: dict, evaluat
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     chart = _pr_curve(out / "pr_curve.png", ev, evaluated, names)
+    recall_chart = _recall_curve(out / "recall.png", metrics)
     shown = _examples(out / "examples", dataset, per_image, evaluated, names, examples)
-    atomic_write_text(out / "report.md", _markdown(metrics, chart, shown))
+    atomic_write_text(out / "report.md", _markdown(metrics, chart, shown, recall_chart))
 
 
 def _pr_curve(path: Path, ev, evaluated, names) -> Path | None:
@@ -52,6 +53,33 @@ def _pr_curve(path: Path, ev, evaluated, names) -> Path | None:
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _recall_curve(path: Path, metrics: dict) -> Path | None:
+    """Recall at IoU 0.5 of the first N candidates against N (log scale)."""
+    curve = (metrics.get("recall") or {}).get("recall50_curve")
+    if not curve:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    counts = [int(n) for n in curve]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    ax.plot(counts, [curve[str(n)] for n in counts], marker="o", lw=2)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"candidates per image ({metrics.get('candidates_per_image', 0):.0f} scored on average)")
+    ax.set_ylabel("recall at IoU 0.5")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title("ground-truth boxes with a candidate at IoU >= 0.5")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -101,7 +129,7 @@ def _examples(folder: Path, dataset, per_image, evaluated, names, n: int) -> lis
     return shown
 
 
-def _markdown(m: dict, chart: Path | None, shown: list[tuple[str, str]]) -> str:
+def _markdown(m: dict, chart: Path | None, shown: list[tuple[str, str]], recall_chart: Path | None = None) -> str:
     lines = [
         f"# Evaluation: {m['model']['architecture']} ({m['model']['weights']}, {m['model']['precision']}), "
         f"recipe `{m['recipe']}`, {m['mode']} mode",
@@ -109,7 +137,14 @@ def _markdown(m: dict, chart: Path | None, shown: list[tuple[str, str]]) -> str:
         f"{m['images']} images, {m['detections']} detections, {m['seconds_per_image']:.3f} s per image. "
         "COCO AP by faster-coco-eval over the categories the model can name.",
         "",
-        markdown_table(["AP", "AP50", "AP75"], [[f"{m['AP']:.4f}", f"{m['AP50']:.4f}", f"{m['AP75']:.4f}"]]),
+        markdown_table(["AP", "AP50", "AP75", "recall@0.5", "recall@0.75", "AR@100", "AR@1000"],
+                       [[f"{m['AP']:.4f}", f"{m['AP50']:.4f}", f"{m['AP75']:.4f}"]
+                        + [("-" if m.get(k) is None else f"{m[k]:.3f}") for k in ("recall50", "recall75", "AR100",
+                                                                                   "AR1000")]]),
+        "",
+        "Recall is of the candidate regions the classifier scored (windows or proposals), before any "
+        "classifier: the share of ground-truth boxes a candidate covers at IoU 0.5 / 0.75, and average "
+        "recall over IoU 0.5:0.95 with the first 100 / 1,000 candidates.",
         "",
         "## Per class",
         "",
@@ -124,6 +159,8 @@ def _markdown(m: dict, chart: Path | None, shown: list[tuple[str, str]]) -> str:
         lines += [f"- {f}: {why}" for f, why in m["image_errors"].items()]
     if chart is not None:
         lines += ["", "## Precision-recall", "", f"![precision-recall]({chart.name})"]
+    if recall_chart is not None:
+        lines += ["", "## Recall against the number of candidates", "", f"![recall]({recall_chart.name})"]
     if shown:
         lines += ["", "## Examples (ground truth green, detections with score >= 0.3 coloured)", ""]
         lines += [f"- {kind}: ![{kind}]({path})" for kind, path in shown]

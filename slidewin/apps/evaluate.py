@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 from enum import Enum, StrEnum
 from pathlib import Path
 
+import numpy as np
+
 from slidewin.errors import MissingDependencyError, SlidewinError, UntrainedModelError
 from slidewin.pipeline.config import DetectorConfig, Mode, Scoring
 from slidewin.runtime.model_meta import ModelKind
@@ -131,64 +133,123 @@ def per_class_ap(ev, cat_ids: list[int]) -> dict[int, dict[str, float]]:
     return out
 
 
+@dataclass
+class DetectionRun:
+    """What running a detector over a dataset gave.
+
+    Attributes:
+        results: COCO detection results (category ids of the dataset).
+        per_image: image id -> `Detections`.
+        errors: file name -> why it could not be read.
+        images: the dataset's image entries that were run (read or not).
+        seconds: wall time of the whole run (decode and proposals overlap the network).
+        stage_seconds: seconds per stage summed over the images (decode included).
+        candidates: regions scored per image (windows or proposals), summed.
+        best_ious: (num_gt, len(CURVE_COUNTS) + 1) best IoU of each evaluated ground-truth box
+            with the regions the detector scored (`slidewin.apps.recall`); None when the
+            detector does not expose its regions.
+    """
+
+    results: list[dict]
+    per_image: dict
+    errors: dict[str, str]
+    images: list[dict]
+    seconds: float
+    stage_seconds: dict[str, float]
+    candidates: int
+    best_ious: np.ndarray | None
+
+
 def run_detections(detector, dataset: Dataset, evaluated: dict[int, int], limit: int | None = None,
-                   progress: bool = True):
-    """Detect on every image; returns (COCO results, per-image Detections, seconds, errors)."""
+                   progress: bool = True) -> DetectionRun:
+    """Detect on every image, decoding and preparing (proposals) the next ones in worker threads."""
     from tqdm import tqdm
 
-    from slidewin.io.images import load_image
+    from slidewin.apps.folder.prefetch import Prefetcher
+    from slidewin.apps.recall import best_ious
+    from slidewin.core.detector import Stage, Unit
 
     target_to_cat = {t: c for c, t in evaluated.items()}
     images = sorted(dataset.gt["images"], key=lambda im: im["id"])[:limit]
-    results, per_image, errors = [], {}, {}
+    gt_boxes = _gt_boxes(dataset, evaluated)
+    run = DetectionRun([], {}, {}, images, 0.0, {}, 0, None)
+    rows, exposed = [], True
+    paths = [dataset.images_dir / im["file_name"] for im in images]
     t0 = time.perf_counter()
-    for im in tqdm(images, desc="evaluate", unit="img", disable=not progress, dynamic_ncols=True):
-        try:
-            image = load_image(dataset.images_dir / im["file_name"], convert=True)
-        except SlidewinError as e:
-            errors[im["file_name"]] = e.problem
-            continue
-        dets = detector.detect(image)
-        per_image[im["id"]] = dets
-        for box, score, t in zip(dets.xyxy.tolist(), dets.scores.tolist(), dets.class_ids.tolist()):
-            if t in target_to_cat:
-                x1, y1, x2, y2 = box
-                results.append({"image_id": im["id"], "category_id": target_to_cat[t],
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
-    return results, per_image, time.perf_counter() - t0, errors, images
+    with Prefetcher(paths, convert=True, prepare=detector.prepare) as decoded_images:
+        for im, (_, decoded) in tqdm(zip(images, decoded_images), total=len(images), desc="evaluate", unit="img",
+                                     disable=not progress, dynamic_ncols=True):
+            if decoded.image is None:
+                run.errors[im["file_name"]] = decoded.error
+                continue
+            dets = detector.detect(decoded.image, decoded.prepared)
+            stats = detector.last_stats
+            run.per_image[im["id"]] = dets
+            run.candidates += stats.windows
+            for stage, sec in {Stage.DECODE.value: decoded.seconds, **stats.seconds}.items():
+                run.stage_seconds[stage] = run.stage_seconds.get(stage, 0.0) + sec
+            exposed &= stats.regions is not None
+            if exposed:
+                rows.append(best_ious(gt_boxes.get(im["id"], np.zeros((0, 4))), stats.regions,
+                                      ranked=stats.unit is Unit.PROPOSALS))
+            for box, score, t in zip(dets.xyxy.tolist(), dets.scores.tolist(), dets.class_ids.tolist()):
+                if t in target_to_cat:
+                    x1, y1, x2, y2 = box
+                    run.results.append({"image_id": im["id"], "category_id": target_to_cat[t],
+                                        "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+    run.seconds = time.perf_counter() - t0
+    run.best_ious = np.concatenate(rows) if exposed and rows else None
+    return run
+
+
+def _gt_boxes(dataset: Dataset, evaluated: dict[int, int]) -> dict[int, np.ndarray]:
+    """Image id -> float64 (n, 4) xyxy of its non-crowd ground truth in the evaluated categories."""
+    out: dict[int, list] = {}
+    for a in dataset.gt["annotations"]:
+        if a["category_id"] in evaluated and not a.get("iscrowd", 0):
+            x, y, w, h = a["bbox"]
+            out.setdefault(a["image_id"], []).append([x, y, x + w, y + h])
+    return {k: np.array(v, np.float64) for k, v in out.items()}
 
 
 def evaluate(data_dir: str | Path, model_path: str | Path, mode: Mode | str = Mode.AUTO,
              recipe: Recipe | str = Recipe.SLIDEWIN, out_dir: str | Path | None = None,
              device: str = "auto", limit: int | None = None, config: DetectorConfig | None = None,
-             progress: bool = True, examples: int = 4, overrides: dict | None = None) -> dict:
-    """COCO AP of a model on a dataset; writes the report to ``out_dir`` when given.
+             progress: bool = True, examples: int = 4, overrides: dict | None = None,
+             proposals=None) -> dict:
+    """COCO AP of a model on a dataset, and the recall of the regions it scored; writes the report
+    to ``out_dir`` when given.
 
     Args:
         mode: for a classifier: patch, dense, or auto (dense when the classifier can be rewritten).
         recipe: the classifier settings to start from (see `recipe_config`), unless ``config``.
         config: explicit settings instead of the recipe's (its ``mode`` is replaced by ``mode``).
         overrides: `DetectorConfig` fields to change in those settings (the CLI's explicit flags).
+        proposals: a `ProposalConfig` to score region proposals instead of windows (its
+            ``min_score`` as given: use `EVAL_MIN_SCORE` for the whole precision-recall curve).
 
     Raises:
         UntrainedModelError: the model's weights are random (accuracy would mean nothing).
     """
     from slidewin.core.targets import COCO_GROUPS, load_group_notes
+    from slidewin.pipeline.sliding import SlidingWindowDetector
     from slidewin.runtime.model_meta import LabelSet
 
     dataset = load_dataset(data_dir)
-    detector, config = open_for_evaluation(model_path, Mode(mode), Recipe(recipe), config, overrides, device)
+    detector, config = open_for_evaluation(model_path, Mode(mode), Recipe(recipe), config, overrides, device,
+                                           proposals)
     meta = detector.meta
     no_counterpart = load_group_notes(COCO_GROUPS) if meta.label_set == LabelSet.IMAGENET_1K else {}
     evaluated, excluded = category_plan(dataset, detector.labels, no_counterpart)
     if not evaluated:
         raise SlidewinError("none of the dataset's categories can be named by this model", model_path)
-    results, per_image, seconds, errors, images = run_detections(detector, dataset, evaluated, limit, progress)
+    run = run_detections(detector, dataset, evaluated, limit, progress)
+    images = run.images
     gt = dataset.gt
     if limit is not None:
         keep = {im["id"] for im in images}
         gt = dict(gt, images=images, annotations=[a for a in gt["annotations"] if a["image_id"] in keep])
-    ev = _coco_eval(gt, results, list(evaluated))
+    ev = _coco_eval(gt, run.results, list(evaluated))
     names = {c["id"]: c["name"] for c in dataset.gt["categories"]}
     if ev is None:
         stats, per_class = [0.0] * 12, {cid: {"AP": 0.0, "AP50": 0.0} for cid in evaluated}
@@ -199,26 +260,30 @@ def evaluate(data_dir: str | Path, model_path: str | Path, mode: Mode | str = Mo
         "per_class": {names[c]: v for c, v in sorted(per_class.items(), key=lambda kv: names[kv[0]])},
         "classes_evaluated": sorted(names[c] for c in evaluated),
         "classes_excluded": dict(sorted(excluded.items())),
-        "images": len(images) - len(errors),
-        "image_errors": errors,
+        **_recall_metrics(run),
+        "images": len(images) - len(run.errors),
+        "image_errors": run.errors,
         "model": {"path": str(model_path), "architecture": meta.architecture, "weights": meta.weights,
                   "precision": meta.precision},
         "recipe": Recipe(recipe).value,
-        "mode": (detector.mode if meta.kind is ModelKind.CLASSIFIER else Mode(mode)).value,
+        "mode": (detector.mode if isinstance(detector, SlidingWindowDetector) else Mode(mode)).value,
         "config": _config_dict(config),
-        "detections": len(results),
-        "seconds": round(seconds, 2),
-        "seconds_per_image": round(seconds / max(1, len(images)), 4),
+        "proposals": "windows" if proposals is None else _config_dict(proposals),
+        "detections": len(run.results),
+        "candidates_per_image": round(run.candidates / max(1, len(images) - len(run.errors)), 1),
+        "seconds": round(run.seconds, 2),
+        "seconds_per_image": round(run.seconds / max(1, len(images)), 4),
+        "stage_seconds_per_image": {k: round(v / max(1, len(images)), 4) for k, v in run.stage_seconds.items()},
     }
     if out_dir is not None:
         from slidewin.apps.eval_report import write_report
 
-        write_report(Path(out_dir), metrics, ev, dataset, per_image, evaluated, names, examples)
+        write_report(Path(out_dir), metrics, ev, dataset, run.per_image, evaluated, names, examples)
     return metrics
 
 
 def open_for_evaluation(model_path: str | Path, mode: Mode, recipe: Recipe, config: DetectorConfig | None,
-                        overrides: dict | None, device: str):
+                        overrides: dict | None, device: str, proposals=None):
     """The detector to evaluate, and the settings it runs with.
 
     A classifier gets the recipe's settings for ``mode`` (or ``config``), changed by ``overrides``,
@@ -252,7 +317,19 @@ def open_for_evaluation(model_path: str | Path, mode: Mode, recipe: Recipe, conf
         config = replace(config, mode=mode, **(overrides or {}))
     except ValueError as e:
         raise SlidewinError(str(e)) from None
-    return build_detector(model_path, config=config, classes=classes, device=device), config
+    detector = build_detector(model_path, config=config, classes=classes, device=device, proposals=proposals)
+    return detector, config
+
+
+def _recall_metrics(run: DetectionRun) -> dict:
+    """``recall50``, ``recall75``, ``AR100``, ``AR1000`` (None when the regions are not exposed) and
+    the recall@0.5 curve against the number of candidates."""
+    from slidewin.apps.recall import recall_summary
+
+    if run.best_ious is None:
+        return {"recall50": None, "recall75": None, "AR100": None, "AR1000": None, "recall": None}
+    summary = recall_summary(run.best_ious)
+    return {k: summary.pop(k) for k in ("recall50", "recall75", "AR100", "AR1000")} | {"recall": summary}
 
 
 def _config_dict(config: DetectorConfig) -> dict:

@@ -75,15 +75,19 @@ def _add_detect(sub) -> None:
 def _add_compare(sub) -> None:
     from slidewin.cli import commands as c
     from slidewin.cli.options import add_convert_arg, add_detector_args
+    from slidewin.proposals.generators import ProposalMethod
 
-    p = sub.add_parser("compare", help="patch-based against region-proposal detection on one image")
+    p = sub.add_parser("compare", help="windows against region proposals on one image: a table and a picture",
+                       description="The classifier slid over the image (windows), the same classifier scoring "
+                                   "region proposals (--proposals, default selective-search-fast; 'windows' leaves "
+                                   "that panel out), and a Faster R-CNN model when --frcnn is given.")
     p.add_argument("image", type=Path)
     p.add_argument("--classifier", type=Path, required=True, help="classifier ONNX (slid over the image)")
-    p.add_argument("--frcnn", type=Path, required=True, help="region-proposal ONNX (slidewin export frcnn-...)")
+    p.add_argument("--frcnn", type=Path, default=None, help="region-proposal ONNX (slidewin export frcnn-...)")
     p.add_argument("--out", type=Path, default=None, help="write the side-by-side picture here")
     p.add_argument("--json", type=Path, default=None, help="write both results and timings as JSON here")
     add_convert_arg(p)
-    add_detector_args(p, classes_default="coco")
+    add_detector_args(p, classes_default="coco", proposals_default=ProposalMethod.SELECTIVE_SEARCH_FAST)
     p.set_defaults(func=c.cmd_compare)
 
 

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from slidewin.cli.options import detector_config
+from slidewin.cli.options import detector_config, proposal_config
 from slidewin.errors import SlidewinError
 
 DEFAULT_DEMO_MODEL = Path("models/efficientnet-lite0.onnx")
@@ -33,24 +33,23 @@ def cmd_classify(args) -> int:
     return 0
 
 
-def _open_detector(model_path: Path, config, classes, device: str):
+def _open_detector(model_path: Path, config, classes, device: str, proposals=None):
     from slidewin.pipeline.factory import build_detector
 
-    detector = build_detector(model_path, config=config, classes=classes, device=device)
+    detector = build_detector(model_path, config=config, classes=classes, device=device, proposals=proposals)
     if detector.meta.is_random:
         print(f"note: {model_path} has untrained (random) weights: its detections mean nothing "
               "(fine for timing)", file=sys.stderr)
     return detector
 
 
-def run_detect(image_path: Path, model_path: Path, config, classes, device: str, convert: bool,
-               out: Path | None, json_path: Path | None, max_pixels: int | None = None) -> dict:
+def run_detect(image_path: Path, detector, model_path: Path, convert: bool, out: Path | None,
+               json_path: Path | None, max_pixels: int | None = None) -> dict:
     """Detect in one image and write what was asked; returns the JSON record."""
     from slidewin.apps.folder.records import detection_record
     from slidewin.io.drawing import draw_detections
     from slidewin.io.images import DEFAULT_MAX_PIXELS, load_image, save_image
 
-    detector = _open_detector(model_path, config, classes, device)
     t0 = time.perf_counter()
     image = load_image(image_path, convert=convert, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
     decode = time.perf_counter() - t0
@@ -63,11 +62,11 @@ def run_detect(image_path: Path, model_path: Path, config, classes, device: str,
     return record
 
 
-def print_detections(record: dict, file=None) -> None:
+def print_detections(record: dict, unit: str = "windows", file=None) -> None:
     file = file or sys.stdout
     dets = record["detections"]
     secs = sum(record["seconds"].values())
-    print(f"{record['image']}: {len(dets)} detection(s) from {record['windows']} windows in {secs:.2f} s",
+    print(f"{record['image']}: {len(dets)} detection(s) from {record['windows']} {unit} in {secs:.2f} s",
           file=file)
     for d in dets:
         x1, y1, x2, y2 = d["xyxy"]
@@ -84,10 +83,10 @@ def cmd_detect(args) -> int:
     for flag, value in (("--resume", args.resume), ("--draw", args.draw), ("--prefetch", args.prefetch)):
         if value:
             raise SlidewinError(f"{flag} is for folder runs: add --out-dir OUT")
-    record = run_detect(images[0], args.model, detector_config(args), args.classes, args.device,
-                        args.convert, args.out, args.json, args.max_pixels)
+    detector = _open_detector(args.model, detector_config(args), args.classes, args.device, proposal_config(args))
+    record = run_detect(images[0], detector, args.model, args.convert, args.out, args.json, args.max_pixels)
     to = sys.stderr if str(args.json) == "-" else sys.stdout
-    print_detections(record, file=to)
+    print_detections(record, detector.last_stats.unit, file=to)
     for what, path in (("image", args.out), ("json", args.json)):
         if path is not None and str(path) != "-":
             print(f"wrote {what}: {path}", file=to)
@@ -118,7 +117,7 @@ def _detect_folder(args) -> int:
     if not inputs:
         raise SlidewinError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in "
                             f"{' '.join(str(p) for p in args.image)}")
-    detector = _open_detector(args.model, detector_config(args), args.classes, args.device)
+    detector = _open_detector(args.model, detector_config(args), args.classes, args.device, proposal_config(args))
     summary = run_folder(detector, inputs, args.out_dir, args.model, root=root, resume=args.resume,
                          draw=args.draw, convert=args.convert, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
                          prefetch=DEFAULT_PREFETCH if args.prefetch is None else args.prefetch)
@@ -139,15 +138,17 @@ def cmd_compare(args) -> int:
     from slidewin.apps.tables import markdown_table
     from slidewin.io.images import load_image, save_image
 
-    comparison = open_comparison(args.classifier, args.frcnn, detector_config(args), args.classes, args.device)
+    comparison = open_comparison(args.classifier, args.frcnn, detector_config(args), args.classes, args.device,
+                                 proposal_config(args))
     t0 = time.perf_counter()
     image = load_image(args.image, convert=args.convert)
     decode = time.perf_counter() - t0
     results = run_compare(image, comparison)
     headers, rows = compare_table(results, decode)
     h, w = image.shape[:2]
-    print(f"{args.image} ({w}x{h}); Faster R-CNN limited to the {len(comparison.shared_labels)} categories "
-          "the classifier can name")
+    limited = "" if args.frcnn is None else (f"; Faster R-CNN limited to the {len(comparison.shared_labels)} "
+                                             "categories the classifier can name")
+    print(f"{args.image} ({w}x{h}){limited}")
     print(markdown_table(headers, rows))
     for r in results:
         if r.meta.is_random:
@@ -177,14 +178,24 @@ def cmd_evaluate(args) -> int:
     from slidewin.apps.evaluate import evaluate
     from slidewin.cli.options import config_overrides
 
+    from dataclasses import replace
+
+    from slidewin.apps.evaluate import EVAL_MIN_SCORE
+    from slidewin.cli.options import PROPOSAL_DEFAULTS
+
     overrides = config_overrides(args)
     mode = overrides.pop("mode", None) or "auto"
+    proposals = proposal_config(args, replace(PROPOSAL_DEFAULTS, min_score=EVAL_MIN_SCORE))
     m = evaluate(args.data, args.model, mode=mode, recipe=args.recipe, out_dir=args.out, device=args.device,
-                 limit=args.limit, progress=sys.stderr.isatty() or None, overrides=overrides)
-    print(f"{m['model']['architecture']} recipe={m['recipe']} mode={m['mode']}: "
-          f"AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}  AP75 {m['AP75']:.4f}  "
+                 limit=args.limit, progress=sys.stderr.isatty() or None, overrides=overrides, proposals=proposals)
+    how = f"mode={m['mode']}" if proposals is None else f"proposals={proposals.method} ({proposals.scoring})"
+    recall = "" if m["recall50"] is None else (f"  recall@0.5 {m['recall50']:.3f}  recall@0.75 {m['recall75']:.3f}  "
+                                               f"AR@100 {m['AR100']:.3f}  AR@1000 {m['AR1000']:.3f}")
+    print(f"{m['model']['architecture']} recipe={m['recipe']} {how}: "
+          f"AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}  AP75 {m['AP75']:.4f}{recall}  "
           f"({m['images']} images, {len(m['classes_evaluated'])} classes evaluated, "
-          f"{len(m['classes_excluded'])} excluded, {m['seconds_per_image']:.2f} s/image)")
+          f"{len(m['classes_excluded'])} excluded, {m['candidates_per_image']:.0f} candidates/image, "
+          f"{m['seconds_per_image']:.2f} s/image)")
     if args.out is not None:
         print(f"wrote report: {args.out / 'report.md'}")
     return 0
@@ -200,8 +211,9 @@ def cmd_demo(args) -> int:
         export_efficientnet_lite0(args.model)
     scene = resources.files("slidewin").joinpath("data/demo_scene.jpg")
     with resources.as_file(scene) as scene_path:
-        record = run_detect(scene_path, args.model, _demo_config(), "coco", args.device, args.convert,
-                            args.out_dir / "demo.jpg", args.out_dir / "demo.json")
+        detector = _open_detector(args.model, _demo_config(), "coco", args.device)
+        record = run_detect(scene_path, detector, args.model, args.convert, args.out_dir / "demo.jpg",
+                            args.out_dir / "demo.json")
     record["image"] = "demo_scene.jpg (packaged sample)"
     print("demo settings: dense mode, COCO classes, boxes scoring >= 0.8, boxes nested in a stronger one merged")
     print_detections(record)

@@ -13,9 +13,13 @@ from dataclasses import replace
 from slidewin.core.merge import Merge
 from slidewin.errors import SlidewinError
 from slidewin.pipeline.config import DEFAULT_WINDOWS, REFERENCE_SIDE, DetectorConfig, Mode
+from slidewin.proposals.detector import ProposalConfig
+from slidewin.proposals.generators import ProposalMethod
+from slidewin.proposals.scoring import ProposalScoring
 from slidewin.runtime.sessions import Device
 
 DEFAULTS = DetectorConfig()
+PROPOSAL_DEFAULTS = ProposalConfig()
 
 
 def choices(enum) -> list[str]:
@@ -70,7 +74,8 @@ def _sizes_text(windows) -> str:
 
 
 def add_detector_args(p: argparse.ArgumentParser, classes_default: str | None = None,
-                      min_score_default: float = DEFAULTS.min_score) -> None:
+                      min_score_default: float = DEFAULTS.min_score,
+                      proposals_default: ProposalMethod = ProposalMethod.WINDOWS) -> None:
     """The sliding-window flags shared by ``detect``, ``compare`` and ``evaluate``."""
     g = p.add_argument_group("detector")
     g.add_argument("--mode", choices=choices(Mode), default=None,
@@ -108,6 +113,23 @@ def add_detector_args(p: argparse.ArgumentParser, classes_default: str | None = 
                    help="dense mode: run pyramid levels of more than PX x PX pixels in tiles of at most that "
                         f"many (default {DEFAULTS.dense_tile}; 0 never tiles): bounds memory, same results, "
                         "more time")
+    g = p.add_argument_group("proposals (instead of windows: R-CNN without training)")
+    g.add_argument("--proposals", choices=choices(ProposalMethod), default=proposals_default.value,
+                   help="where candidate boxes come from: windows (the sliding-window grid), or selective "
+                        "search (boxes that fit objects, scored by the classifier): selective-search-fast "
+                        "(~2,000 boxes, ~2.5 s a 640 px photo), selective-search-single (~400 boxes, 0.4 s), "
+                        f"selective-search (the full method, slowest) (default {proposals_default.value})")
+    g.add_argument("--proposal-scoring", choices=choices(ProposalScoring), default=None,
+                   help="pooled: average the dense feature map over each box and apply the classifier's head "
+                        "(shared convolutions); crops: classify each box cut out (one pass per box) "
+                        f"(default {PROPOSAL_DEFAULTS.scoring})")
+    g.add_argument("--max-proposals", type=count(1), default=None, metavar="N",
+                   help=f"score at most the N best-ranked proposals (default {PROPOSAL_DEFAULTS.max_proposals})")
+    g.add_argument("--min-proposal-size", type=float, default=None, metavar="PX",
+                   help=f"drop proposals narrower or shorter than PX pixels (default {PROPOSAL_DEFAULTS.min_size:g})")
+    g.add_argument("--context", type=float, default=None,
+                   help="grow each proposal by this fraction of its size on every side before scoring "
+                        f"(default {PROPOSAL_DEFAULTS.context:g})")
     p.set_defaults(window=None, input_window=False)
     add_device_arg(p)
 
@@ -141,6 +163,28 @@ def config_overrides(args) -> dict:
     elif given_windows:
         out["reference_side"] = None  # --window sizes are absolute pixels unless --reference-side says
     return out
+
+
+#: Flags that map one-to-one onto `ProposalConfig` fields.
+_PROPOSAL_FIELDS = {"proposal_scoring": "scoring", "max_proposals": "max_proposals",
+                    "min_proposal_size": "min_size", "context": "context", "min_score": "min_score",
+                    "iou": "iou", "merge": "merge", "batch_size": "batch_size"}
+
+
+def proposal_overrides(args) -> dict:
+    """The `ProposalConfig` fields the user set explicitly (``method`` always)."""
+    out = {field: getattr(args, flag) for flag, field in _PROPOSAL_FIELDS.items() if getattr(args, flag) is not None}
+    return {"method": args.proposals, **out}
+
+
+def proposal_config(args, base: ProposalConfig = PROPOSAL_DEFAULTS) -> ProposalConfig | None:
+    """The proposal settings, or None for ``--proposals windows`` (the sliding-window detector)."""
+    if args.proposals == ProposalMethod.WINDOWS:
+        return None
+    try:
+        return replace(base, **proposal_overrides(args))
+    except ValueError as e:
+        raise SlidewinError(str(e)) from None
 
 
 def detector_config(args, base: DetectorConfig = DEFAULTS) -> DetectorConfig:

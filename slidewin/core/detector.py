@@ -5,6 +5,10 @@ The CLI, evaluation, comparison, folder runs and the Ray engine talk only to thi
     dets = detector.detect(image)       # Detections in the image's pixels
     detector.last_stats                 # RunStats of that call: counts and seconds per stage
     detector.labels, detector.meta      # what class_ids index; what the model says about itself
+
+Work that does not need the network (region proposals) can run ahead, in another thread, while
+the network works on the previous image: ``prepared = detector.prepare(image)`` there, then
+``detector.detect(image, prepared)``. Detectors with nothing to prepare return None.
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ class RunStats:
         candidates: (region, class) pairs that passed the score threshold, before merging.
         unit: what ``windows`` counts.
         seconds: seconds per `Stage`, in the order the stages ran.
+        regions: float32 (windows, 4) xyxy the regions scored, in image pixels, in the order
+            their generator ranks them (windows: plan order); None when the model does not
+            expose them (a region-proposal network's proposals live inside its graph).
     """
 
     levels: int = 0
@@ -58,6 +65,7 @@ class RunStats:
     candidates: int = 0
     unit: Unit = Unit.WINDOWS
     seconds: dict[str, float] = field(default_factory=dict)
+    regions: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def for_stages(cls, *stages: Stage, **kwargs) -> "RunStats":
@@ -95,6 +103,10 @@ class Detector(Protocol):
     @property
     def providers(self) -> list[str]: ...
 
-    def detect(self, image: np.ndarray) -> Detections:
+    def prepare(self, image: np.ndarray) -> object | None:
+        """What `detect` can be handed for this image, computed without the network (thread-safe)."""
+        ...
+
+    def detect(self, image: np.ndarray, prepared: object | None = None) -> Detections:
         """Detect in a uint8 RGB (H, W, 3) image; boxes in its pixels."""
         ...

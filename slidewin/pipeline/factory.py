@@ -9,6 +9,7 @@ from slidewin.core.targets import Targets, class_items
 from slidewin.errors import ModelError
 from slidewin.pipeline.config import DetectorConfig
 from slidewin.pipeline.sliding import SlidingWindowDetector
+from slidewin.proposals.generators import ProposalMethod
 from slidewin.runtime.classifier import Classifier
 from slidewin.runtime.model_meta import ModelKind
 from slidewin.runtime.sessions import Device, SessionSettings, open_session, read_meta
@@ -27,20 +28,27 @@ def region_classes(classes) -> list[str] | None:
 
 
 def build_detector(path: str | Path, config: DetectorConfig | None = None, classes=None,
-                   device: Device | str = Device.AUTO, threads: int | None = None) -> Detector:
+                   device: Device | str = Device.AUTO, threads: int | None = None,
+                   proposals=None) -> Detector:
     """A detector for any slidewin model, chosen by the model's metadata ``kind``.
 
-    A classifier becomes a `SlidingWindowDetector` looking for ``classes`` (see `Targets.parse`).
-    A region-proposal model becomes a `RegionProposalDetector` keeping ``classes`` (label names,
-    see `region_classes`) scoring at least ``config.min_score``; the sliding-window settings of
-    ``config`` do not apply to it.
+    A classifier becomes a `SlidingWindowDetector` looking for ``classes`` (see `Targets.parse`),
+    or, given ``proposals`` (a `ProposalConfig` whose method is not ``windows``), a
+    `ProposalDetector` scoring those proposals. A region-proposal model becomes a
+    `RegionProposalDetector` keeping ``classes`` (label names, see `region_classes`) scoring at
+    least ``config.min_score``; the sliding-window settings of ``config`` do not apply to it.
     """
     settings = SessionSettings(device=device, threads=threads)
     session = open_session(path, settings)
     meta = read_meta(session, path)
     if meta.kind is ModelKind.CLASSIFIER:
         clf = Classifier(path, device, threads, session=session)
-        return SlidingWindowDetector(clf, Targets.parse(classes, clf.labels, clf.meta.label_set), config)
+        targets = Targets.parse(classes, clf.labels, clf.meta.label_set)
+        if proposals is not None and proposals.method is not ProposalMethod.WINDOWS:
+            from slidewin.proposals.detector import ProposalDetector
+
+            return ProposalDetector(clf, targets, proposals, window_config=config)
+        return SlidingWindowDetector(clf, targets, config)
     if meta.kind is ModelKind.REGION_PROPOSAL:
         from slidewin.runtime.region import RegionProposalDetector
 

@@ -105,16 +105,21 @@ class SlidingWindowDetector:
         windows = self.windows_for(image_hw)
         return plan_levels(image_hw, self.classifier.input_hw, windows, c.step, c.scale, c.max_levels, c.align)
 
-    def detect(self, image: np.ndarray) -> Detections:
+    def prepare(self, image: np.ndarray) -> None:
+        """Nothing to do ahead: windows cost nothing to plan."""
+        return None
+
+    def detect(self, image: np.ndarray, prepared: None = None) -> Detections:
         """Detect in a uint8 RGB (H, W, 3) image; boxes in its pixels. Stats in `last_stats`."""
         c = self.config
         score = self.targets.score_top1 if c.scoring is Scoring.TOP1 else self.targets.score
         stats = RunStats.for_stages(Stage.PYRAMID, Stage.INFERENCE, Stage.SCORING, Stage.NMS)
         levels = self.plan(image.shape[:2])
         stats.levels = len(levels)
-        parts = []
+        parts, regions = [], []
         for probs, boxes in self._window_probabilities(image, levels, stats):
             t1 = time.perf_counter()
+            regions.append(boxes.copy())  # patch mode reuses its buffer for the next batch
             scores = score(probs)
             win, cls = np.nonzero(scores >= c.min_score)
             if len(win):
@@ -124,6 +129,7 @@ class SlidingWindowDetector:
         t0 = time.perf_counter()
         candidates = Detections.concatenate(parts, self.labels)
         stats.candidates = len(candidates)
+        stats.regions = np.concatenate(regions) if regions else np.zeros((0, 4), np.float32)
         dets = merge_detections(candidates, c.merge, c.iou, c.ios, sigma=c.soft_sigma, min_score=c.min_score)
         stats.add(Stage.NMS, time.perf_counter() - t0)
         self.last_stats = stats

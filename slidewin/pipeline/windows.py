@@ -12,13 +12,18 @@ from slidewin.core.detector import RunStats, Stage
 from slidewin.core.geometry import Level, level_window_boxes, to_image_coords
 
 
-def resize_level(image: np.ndarray, level: Level) -> np.ndarray:
-    """The image resized to a level (area interpolation when shrinking, linear when growing)."""
-    lh, lw = level.size_hw
+def resize_to(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """The image resized to (height, width) (area interpolation when shrinking, linear when growing)."""
+    lh, lw = size_hw
     if (lh, lw) == image.shape[:2]:
         return image
     shrink = lh * lw < image.shape[0] * image.shape[1]
     return cv2.resize(image, (lw, lh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def resize_level(image: np.ndarray, level: Level) -> np.ndarray:
+    """The image resized to a level."""
+    return resize_to(image, level.size_hw)
 
 
 def level_boxes(level: Level, input_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:

@@ -22,7 +22,7 @@ from dataclasses import replace
 import numpy as np
 
 from slidewin.runtime.dense_graph import ensure_dense_model
-from slidewin.runtime.model_meta import PROBABILITY_MAP, Key
+from slidewin.runtime.model_meta import DENSE_HEAD_BIAS, DENSE_HEAD_WEIGHT, FEATURE_MAP, PROBABILITY_MAP, Key
 from slidewin.runtime.sessions import open_session
 
 #: Levels of more than DEFAULT_MAX_TILE ** 2 pixels are run in tiles of at most that many. Tiles
@@ -142,6 +142,7 @@ class DenseClassifier:
         self.stride = classifier.meta.feature_stride
         props = dict(self.session.get_modelmeta().custom_metadata_map)
         self.context_hw = self._context(props.get(Key.DENSE_CONTEXT, ""))
+        self._head: tuple[np.ndarray, np.ndarray] | None = None
 
     def _context(self, value: str) -> tuple[int, int]:
         try:
@@ -152,11 +153,30 @@ class DenseClassifier:
             # pass exactly; one window of context on each side keeps their edges close to it.
             return self.classifier.input_hw
 
-    def _run(self, image: np.ndarray) -> np.ndarray:
+    def _run(self, image: np.ndarray, output: str = PROBABILITY_MAP) -> np.ndarray:
         x = image[None]
         if x.dtype != self.input_dtype:
             x = x.astype(self.input_dtype)
-        return self.session.run([PROBABILITY_MAP], {self.input_name: x})[0][0]
+        return self.session.run([output], {self.input_name: x})[0][0]
+
+    def feature_map(self, level_image: np.ndarray) -> np.ndarray:
+        """uint8 (H, W, 3) level -> float32 (C, rows, cols): the last feature map, one cell per
+        ``stride`` pixels, in one pass (callers keep levels within ``max_tile ** 2`` pixels)."""
+        return self._run(level_image, FEATURE_MAP)
+
+    def head(self) -> tuple[np.ndarray, np.ndarray]:
+        """The classifier's head as the dense form computes it: ``probabilities = softmax(pooled @ W + b)``
+        for a pooled feature vector; W float32 (C, K), b float32 (K,). Read from the dense model."""
+        if self._head is None:
+            import onnx
+            from onnx import numpy_helper
+
+            inits = {t.name: t for t in onnx.load(str(self.path)).graph.initializer
+                     if t.name in (DENSE_HEAD_WEIGHT, DENSE_HEAD_BIAS)}
+            w = numpy_helper.to_array(inits[DENSE_HEAD_WEIGHT])
+            self._head = (np.ascontiguousarray(w.reshape(w.shape[0], w.shape[1]).T, np.float32),
+                          numpy_helper.to_array(inits[DENSE_HEAD_BIAS]).astype(np.float32))
+        return self._head
 
     def tiles(self, level_hw: tuple[int, int]) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
         """The (row span, column span) of every pass over a level of this size (see `plan_tiles`)."""

@@ -27,9 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from slidewin.errors import ModelError
-from slidewin.runtime.model_meta import PROBABILITY_MAP, Key, ModelMeta, read_props, sha256_of, write_metadata
+from slidewin.runtime.model_meta import (DENSE_HEAD_BIAS, DENSE_HEAD_WEIGHT, FEATURE_MAP, PROBABILITY_MAP, Key, ModelMeta,
+                                         read_props, sha256_of, write_metadata)
 
 _PASS_THROUGH = {"Reshape", "Squeeze", "Flatten", "Identity"}
+#: What a cached dense model must say in ``dense_format``; older caches are rebuilt.
+#: 2: the feature map is a second output (pooled proposal scoring).
+DENSE_FORMAT = "2"
 #: ``dense_context`` when no finite margin reproduces the untiled pass.
 UNBOUNDED = "unbounded"
 
@@ -195,7 +199,9 @@ def make_dense(model, meta: ModelMeta, source_sha256: str = ""):
 
     The result takes ``image`` uint8 (N, H, W, 3) of any size that is the trained size plus a
     multiple of the stride, and returns ``probability_map`` float32 (N, rows, cols, K): cell
-    (i, j) is the classifier's output for the window at ``(j * stride, i * stride)``.
+    (i, j) is the classifier's output for the window at ``(j * stride, i * stride)``; and
+    ``feature_map`` float32 (N, C, rows', cols'), the last feature map the head pools over, whose
+    fh x fw blocks (7x7 at 224 px) average into the probability map's cells.
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -213,7 +219,7 @@ def make_dense(model, meta: ModelMeta, source_sha256: str = ""):
                    f"{context_margin(rw, jw, fw, meta.input_hw[1])}")
     drop = {id(n) for n in head}
     kept = [n for n in graph.node if id(n) not in drop]
-    w_name, b_name = "slidewin_dense/weight", "slidewin_dense/bias"
+    w_name, b_name = DENSE_HEAD_WEIGHT, DENSE_HEAD_BIAS
     graph.initializer.extend([
         numpy_helper.from_array(np.ascontiguousarray(weight.T).reshape(k, c, 1, 1), w_name),
         numpy_helper.from_array(bias, b_name),
@@ -227,6 +233,7 @@ def make_dense(model, meta: ModelMeta, source_sha256: str = ""):
                          name="slidewin_dense/softmax"),
         helper.make_node("Transpose", ["slidewin_dense/probs"], [PROBABILITY_MAP], perm=[0, 2, 3, 1],
                          name="slidewin_dense/to_nhwc"),
+        helper.make_node("Identity", [feature], [FEATURE_MAP], name="slidewin_dense/features"),
     ]
     del graph.node[:]
     graph.node.extend(kept + new)
@@ -243,9 +250,12 @@ def make_dense(model, meta: ModelMeta, source_sha256: str = ""):
     dims[2].dim_param = "width"
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(PROBABILITY_MAP, TensorProto.FLOAT, ["batch", "rows", "cols", k]))
+    graph.output.append(helper.make_tensor_value_info(FEATURE_MAP, TensorProto.FLOAT,
+                                                      ["batch", c, "feature_rows", "feature_cols"]))
     del graph.value_info[:]
     extra = dict(meta.extra, **{Key.DENSE: "true", Key.DENSE_POOL: f"{fh}x{fw}",
-                                Key.DENSE_SOURCE: source_sha256, Key.DENSE_CONTEXT: context})
+                                Key.DENSE_SOURCE: source_sha256, Key.DENSE_CONTEXT: context,
+                                Key.DENSE_FORMAT: DENSE_FORMAT})
     write_metadata(model, replace(meta, extra=extra))
     return model
 
@@ -272,7 +282,7 @@ def ensure_dense_model(path: str | Path, meta: ModelMeta) -> Path:
     if target.exists():
         try:
             props = read_props(onnx.load(str(target), load_external_data=False))
-            if props.get(Key.DENSE_SOURCE) == sha and Key.DENSE_CONTEXT in props:
+            if props.get(Key.DENSE_SOURCE) == sha and props.get(Key.DENSE_FORMAT) == DENSE_FORMAT:
                 return target
         except Exception:
             pass  # unreadable or stale cache: rebuild it

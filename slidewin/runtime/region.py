@@ -156,7 +156,11 @@ class RegionProposalDetector:
     def providers(self) -> list[str]:
         return self.session.get_providers()
 
-    def detect(self, image: np.ndarray) -> Detections:
+    def prepare(self, image: np.ndarray) -> None:
+        """Nothing to do ahead: proposals happen inside the graph."""
+        return None
+
+    def detect(self, image: np.ndarray, prepared: None = None) -> Detections:
         """Detect in a uint8 RGB (H, W, 3) image; boxes in its pixels.
 
         In `last_stats`, ``windows`` is the number of region proposals the ROI head

@@ -1,6 +1,7 @@
 """slidewin evaluate: COCO AP by faster-coco-eval, category plan, refusal of random weights."""
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -114,3 +115,32 @@ def test_coco_dev_subset_runs_with_real_categories(effnet_onnx, tmp_path):
     assert m["images"] == 8
     assert "person" in m["classes_excluded"] and "cat" in m["classes_evaluated"]
     assert 0 <= m["AP"] <= 1
+
+
+def test_evaluate_reports_recall_of_windows_and_proposals(effnet_onnx, synthetic_coco, tmp_path):
+    from slidewin.proposals.detector import ProposalConfig
+
+    model = tmp_path / "m.onnx"
+    os.link(effnet_onnx, model)
+    windows = evaluate(synthetic_coco, model, limit=2, progress=False)
+    single = ProposalConfig(method="selective-search-single", min_score=0.01)
+    out = tmp_path / "report"
+    props = evaluate(synthetic_coco, model, limit=2, progress=False, proposals=single, out_dir=out)
+    for m in (windows, props):
+        assert {"AP", "AP50", "AP75", "recall50", "recall75", "AR100", "AR1000"} <= set(m)
+        assert 0 <= m["AR100"] <= m["AR1000"] <= 1 and 0 <= m["recall75"] <= m["recall50"] <= 1
+        assert m["recall"]["ground_truth_boxes"] == 2 and m["candidates_per_image"] > 0
+    assert props["proposals"]["method"] == "selective-search-single" and windows["proposals"] == "windows"
+    assert "proposals" in props["stage_seconds_per_image"]
+    # the pasted photos are flat-edged rectangles: selective search boxes them exactly, windows cannot
+    assert props["recall75"] == 1.0 > windows["recall75"]
+    assert (out / "recall.png").stat().st_size > 1000 and "AR@100" in (out / "report.md").read_text()
+
+
+def test_cli_evaluate_with_proposals(effnet_onnx, synthetic_coco, tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    os.link(effnet_onnx, model)
+    code = main(["evaluate", "--data", str(synthetic_coco), "--model", str(model), "--limit", "1",
+                 "--proposals", "selective-search-single", "--proposal-scoring", "crops", "--max-proposals", "50"])
+    out = capsys.readouterr().out
+    assert code == 0 and "proposals=selective-search-single (crops)" in out and "recall@0.5" in out

@@ -270,15 +270,18 @@ def test_prefetch_never_decodes_a_huge_image_ahead(tmp_path, monkeypatch):
     events, lock = [], threading.Lock()
     real_decode = prefetch.decode
 
-    def decode(path, convert, max_pixels):
+    def decode(path, convert, max_pixels, prepare):
         with lock:
             events.append(("decode", path.name))
-        return real_decode(path, convert, max_pixels)
+        return real_decode(path, convert, max_pixels, prepare)
 
     class Detector:
         labels, meta, providers, last_stats = ("a",), None, [], None
 
-        def detect(self, image):
+        def prepare(self, image):
+            return None
+
+        def detect(self, image, prepared=None):
             with lock:
                 events.append(("run", image.shape[1]))
             time.sleep(0.05)  # let the pool run ahead if it would

@@ -1,15 +1,16 @@
-"""Decoding the next images while the current one is detected in.
+"""Decoding (and preparing) the next images while the current one is detected in.
 
 Images are decoded ahead in a small thread pool (OpenCV releases the GIL) while ONNX Runtime
-works on the current one. The look-ahead is bounded by a count and by the pixels the headers
-declare, so a folder of 20000 x 20000 scans is not decoded four at a time.
+works on the current one; a detector's `prepare` step (region proposals) runs there too, right
+after the decode. The look-ahead is bounded by a count and by the pixels the headers declare, so
+a folder of 20000 x 20000 scans is not decoded four at a time.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,30 +28,43 @@ PREFETCH_PIXELS = 50_000_000
 
 @dataclass
 class Decoded:
-    """An image read for detection, or why it could not be."""
+    """An image read for detection (and what its detector prepared for it), or why it could not be."""
 
     image: np.ndarray | None
     error: str | None
     seconds: float
+    prepared: object | None = None
 
 
-def decode(path: Path, convert: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
-    """`load_image`, with any failure kept as a one-line error for the image's record."""
+def decode(path: Path, convert: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+           prepare: Callable[[np.ndarray], object] | None = None) -> Decoded:
+    """`load_image` (then ``prepare(image)``), with any failure kept as a one-line error for the
+    image's record. ``seconds`` is the decode's alone."""
     t0 = time.perf_counter()
     try:
-        return Decoded(load_image(path, convert=convert, max_pixels=max_pixels), None, time.perf_counter() - t0)
+        image = load_image(path, convert=convert, max_pixels=max_pixels)
     except Exception as e:  # recorded for this image; the run goes on
         return Decoded(None, one_line(e, with_path=False), time.perf_counter() - t0)
+    decoded = Decoded(image, None, time.perf_counter() - t0)
+    if prepare is not None:
+        try:
+            decoded.prepared = prepare(image)
+        except Exception as e:
+            decoded.image, decoded.error = None, one_line(e, with_path=False)
+    return decoded
 
 
 class Prefetcher:
     """Yields ``(path, Decoded)`` for ``paths`` in order, decoding up to ``ahead`` images ahead
-    in ``workers`` threads (``ahead`` 0: each image inline when its turn comes). Use as a context
-    manager, so that an interrupted run cancels what is queued."""
+    in ``workers`` threads (``ahead`` 0: each image inline when its turn comes), each followed by
+    ``prepare(image)`` when given (a detector's `prepare`). Use as a context manager, so that an
+    interrupted run cancels what is queued."""
 
     def __init__(self, paths: list[Path], ahead: int = DEFAULT_PREFETCH, workers: int = 2,
-                 convert: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS):
+                 convert: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 prepare: Callable[[np.ndarray], object] | None = None):
         self.paths, self.ahead, self.convert, self.max_pixels = paths, ahead, convert, max_pixels
+        self.prepare = prepare
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="slidewin-decode") if ahead > 0 else None
         self.pending: deque[tuple[Path, Future, int]] = deque()
         self.next_index = 0
@@ -65,7 +79,7 @@ class Prefetcher:
     def __iter__(self) -> Iterator[tuple[Path, Decoded]]:
         if self.pool is None:
             for path in self.paths:
-                yield path, decode(path, self.convert, self.max_pixels)
+                yield path, decode(path, self.convert, self.max_pixels, self.prepare)
             return
         for _ in range(len(self.paths)):
             self._fill(needed_now=not self.pending)
@@ -84,5 +98,6 @@ class Prefetcher:
             queued = sum(px for *_, px in self.pending)
             if (self.pending or not needed_now) and queued + pixels > PREFETCH_PIXELS:
                 break
-            self.pending.append((path, self.pool.submit(decode, path, self.convert, self.max_pixels), pixels))
+            future = self.pool.submit(decode, path, self.convert, self.max_pixels, self.prepare)
+            self.pending.append((path, future, pixels))
             self.next_index += 1

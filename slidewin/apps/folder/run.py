@@ -124,7 +124,7 @@ def detect_one(detector: Detector, path: Path, decoded: Decoded, model: str | Pa
     image, error, dets, stats = decoded.image, decoded.error, None, None
     if image is not None:
         try:
-            dets = detector.detect(image)
+            dets = detector.detect(image, decoded.prepared)
             stats = detector.last_stats
         except KeyboardInterrupt:
             raise
@@ -193,7 +193,7 @@ def run_folder(detector: Detector, inputs: list[Path], out_dir: Path, model: str
     interrupts = _Interrupts()
     t_start = time.perf_counter()
     try:
-        with interrupts, Prefetcher(todo, prefetch, workers, convert, max_pixels) as decoded_images:
+        with interrupts, Prefetcher(todo, prefetch, workers, convert, max_pixels, detector.prepare) as decoded_images:
             for i, (path, decoded) in enumerate(decoded_images):
                 drawn = drawn_path(out_dir, root, path) if draw else None
                 record = detect_one(detector, path, decoded, model, drawn)

@@ -1,0 +1,210 @@
+"""Scoring proposals with the classifier: class probabilities for arbitrary boxes.
+
+Two ways, same interface (``probabilities(image, boxes, stats) -> float32 (K, num_labels)``):
+
+- `CropScorer` (R-CNN, Girshick et al. 2014): each box, grown by a context margin, is cut out,
+  warped to the classifier's input size and classified in batches. One network pass per box.
+- `PooledScorer` (SPP-net, He et al. 2014; Fast R-CNN): the dense rewrite's feature map is
+  computed once per pyramid level; each box is mapped to the level where it is about the size
+  the network was trained on, its feature cells are averaged (a summed-area table makes that
+  O(channels) per box), and the classifier's own head turns the average into probabilities.
+  The convolutions are shared by every box, so it costs about what dense mode costs.
+
+Where a box is exactly a dense window (the trained size at a level, on the cell grid), the pooled
+probabilities are the dense map's for that window (tests/proposals).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+import cv2
+import numpy as np
+
+from slidewin.core.detector import RunStats, Stage
+
+
+class ProposalScoring(StrEnum):
+    """How proposals are scored (``--proposal-scoring``)."""
+
+    CROPS = "crops"
+    POOLED = "pooled"
+
+
+def grow_boxes(xyxy: np.ndarray, context: float, image_hw: tuple[int, int]) -> np.ndarray:
+    """Boxes grown by ``context`` times their width (height) on each side, clipped to the image."""
+    b = np.asarray(xyxy, np.float32).reshape(-1, 4)
+    if context == 0:
+        return b.copy()
+    pad = np.concatenate([b[:, 2:] - b[:, :2]] * 2, axis=1) * np.float32(context)
+    out = b + pad * np.array([-1, -1, 1, 1], np.float32)
+    h, w = image_hw
+    np.clip(out[:, 0::2], 0, w, out=out[:, 0::2])
+    np.clip(out[:, 1::2], 0, h, out=out[:, 1::2])
+    return out
+
+
+class CropScorer:
+    """R-CNN scoring: crop (with context), warp to the input size, classify in batches.
+
+    Args:
+        classifier: the `Classifier`.
+        context: each box grows by this fraction of its width and height on each side first.
+        batch_size: crops per inference call.
+    """
+
+    def __init__(self, classifier, context: float = 0.1, batch_size: int = 16):
+        self.classifier, self.context, self.batch_size = classifier, context, batch_size
+
+    def probabilities(self, image: np.ndarray, boxes: np.ndarray, stats: RunStats) -> np.ndarray:
+        in_h, in_w = self.classifier.input_hw
+        grown = grow_boxes(boxes, self.context, image.shape[:2])
+        out = np.empty((len(boxes), len(self.classifier.labels)), np.float32)
+        batch = np.empty((self.batch_size, in_h, in_w, 3), np.uint8)
+        for start in range(0, len(boxes), self.batch_size):
+            t0 = time.perf_counter()
+            chunk = grown[start:start + self.batch_size]
+            for i, (x1, y1, x2, y2) in enumerate(chunk):
+                x1, y1 = int(math.floor(x1)), int(math.floor(y1))
+                x2, y2 = max(int(math.ceil(x2)), x1 + 1), max(int(math.ceil(y2)), y1 + 1)
+                crop = image[y1:y2, x1:x2]
+                shrink = crop.shape[0] * crop.shape[1] > in_h * in_w
+                batch[i] = cv2.resize(crop, (in_w, in_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            t1 = time.perf_counter()
+            out[start:start + len(chunk)] = self.classifier.predict(batch[:len(chunk)])
+            stats.add(Stage.PYRAMID, t1 - t0)
+            stats.add(Stage.INFERENCE, time.perf_counter() - t1)
+        return out
+
+
+@dataclass(frozen=True)
+class PooledLevel:
+    """One level of the pooled scorer's pyramid: the image resized by ``scale`` (both axes)."""
+
+    scale: float
+    size_hw: tuple[int, int]
+
+
+def pooled_levels(image_hw: tuple[int, int], input_hw: tuple[int, int], max_scale: float, factor: float,
+                  max_pixels: int) -> list[PooledLevel]:
+    """Scales ``max_scale, max_scale / factor, ...`` down to the one where the whole image is about
+    one network input; levels over ``max_pixels`` pixels are left out (boxes go to the nearest
+    level that remains). Level sizes are at least the input size."""
+    h, w = image_hw
+    smallest = min(input_hw[0] / h, input_hw[1] / w) if min(h, w) else 1.0
+    levels, s = [], max_scale
+    while True:
+        size = (max(input_hw[0], round(h * s)), max(input_hw[1], round(w * s)))
+        if size[0] * size[1] <= max_pixels:
+            levels.append(PooledLevel(s, size))
+        if s <= smallest:
+            break
+        s /= factor
+    return levels
+
+
+def assign_levels(boxes: np.ndarray, levels: list[PooledLevel], target: float) -> np.ndarray:
+    """Index of the level at which each box's side (geometric mean) is closest to ``target`` pixels,
+    on a log scale."""
+    side = np.sqrt(np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-6))
+    scales = np.array([lv.scale for lv in levels])
+    return np.abs(np.log(side[:, None] * scales[None, :] / target)).argmin(axis=1)
+
+
+def box_cells(boxes: np.ndarray, scale_xy: tuple[float, float], stride: int,
+              grid_hw: tuple[int, int]) -> np.ndarray:
+    """The feature cells each box covers at a level: int64 (K, 4) ``c0, r0, c1, r1`` (end exclusive),
+    at least one cell. Cell ``(r, c)`` covers level pixels ``[c * stride, (c + 1) * stride)``; a box
+    covers the cells its level-pixel extent overlaps by at least half a cell."""
+    fx, fy = scale_xy
+    lv = boxes * np.array([fx, fy, fx, fy], np.float64) / stride
+    c0 = np.floor(lv[:, 0] + 0.5)
+    r0 = np.floor(lv[:, 1] + 0.5)
+    c1 = np.maximum(np.floor(lv[:, 2] + 0.5), c0 + 1)
+    r1 = np.maximum(np.floor(lv[:, 3] + 0.5), r0 + 1)
+    rows, cols = grid_hw
+    cells = np.stack([c0, r0, c1, r1], axis=1).astype(np.int64)
+    cells[:, 0] = np.clip(cells[:, 0], 0, cols - 1)
+    cells[:, 1] = np.clip(cells[:, 1], 0, rows - 1)
+    cells[:, 2] = np.clip(cells[:, 2], cells[:, 0] + 1, cols)
+    cells[:, 3] = np.clip(cells[:, 3], cells[:, 1] + 1, rows)
+    return cells
+
+
+def pool_cells(features: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Mean feature vector over each box's cells: (C, rows, cols) x (K, 4) -> float64 (K, C).
+
+    A summed-area table (float64, so the differences keep full precision) gives every box's sum
+    in four lookups per channel, whatever its size.
+    """
+    c, rows, cols = features.shape
+    sat = np.zeros((c, rows + 1, cols + 1), np.float64)
+    np.cumsum(np.cumsum(features, axis=1, dtype=np.float64), axis=2, out=sat[:, 1:, 1:])
+    c0, r0, c1, r1 = cells.T
+    total = sat[:, r1, c1] - sat[:, r0, c1] - sat[:, r1, c0] + sat[:, r0, c0]
+    return (total / ((r1 - r0) * (c1 - c0))).T
+
+
+def softmax_head(pooled: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The classifier's head on pooled features: softmax(pooled @ W + b) -> float32 (K, num_labels)."""
+    logits = pooled.astype(np.float32) @ weight + bias
+    logits -= logits.max(axis=1, keepdims=True)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=1, keepdims=True)
+    return logits
+
+
+class PooledScorer:
+    """SPP-net scoring on the dense rewrite's shared feature maps (see the module docstring).
+
+    Args:
+        dense: the classifier's `DenseClassifier`.
+        context: boxes grow by this fraction of their size on each side before pooling.
+        max_scale: the largest level's scale (image pixels -> level pixels); small boxes are
+            pooled there, from fewer cells.
+        factor: scale between consecutive levels.
+        target: a box is pooled at the level where its side is closest to this many level
+            pixels (the network's input size: its trained receptive field).
+    """
+
+    def __init__(self, dense, context: float = 0.0, max_scale: float = 3.0, factor: float = 1.5,
+                 target: float | None = None):
+        self.dense, self.context, self.max_scale, self.factor = dense, context, max_scale, factor
+        self.target = target or float(math.sqrt(dense.classifier.input_hw[0] * dense.classifier.input_hw[1]))
+
+    def levels(self, image_hw: tuple[int, int]) -> list[PooledLevel]:
+        return pooled_levels(image_hw, self.dense.classifier.input_hw, self.max_scale, self.factor,
+                             self.dense.max_tile ** 2 if self.dense.max_tile else 1 << 62)
+
+    def probabilities(self, image: np.ndarray, boxes: np.ndarray, stats: RunStats) -> np.ndarray:
+        from slidewin.pipeline.windows import resize_to
+
+        grown = grow_boxes(boxes, self.context, image.shape[:2])
+        levels = self.levels(image.shape[:2])
+        which = assign_levels(grown, levels, self.target)
+        weight, bias = self.dense.head()
+        pooled = np.empty((len(boxes), weight.shape[0]), np.float64)
+        stats.levels = 0
+        for k, level in enumerate(levels):
+            mine = np.flatnonzero(which == k)
+            if not len(mine):
+                continue
+            t0 = time.perf_counter()
+            resized = resize_to(image, level.size_hw)
+            t1 = time.perf_counter()
+            features = self.dense.feature_map(resized)
+            t2 = time.perf_counter()
+            scale_xy = (level.size_hw[1] / image.shape[1], level.size_hw[0] / image.shape[0])
+            cells = box_cells(grown[mine], scale_xy, self.dense.stride, features.shape[1:])
+            pooled[mine] = pool_cells(features, cells)
+            stats.levels += 1
+            stats.add(Stage.PYRAMID, t1 - t0)
+            stats.add(Stage.INFERENCE, t2 - t1)
+            stats.add(Stage.SCORING, time.perf_counter() - t2)
+        t0 = time.perf_counter()
+        probs = softmax_head(pooled, weight, bias) if len(boxes) else np.zeros((0, len(bias)), np.float32)
+        stats.add(Stage.SCORING, time.perf_counter() - t0)
+        return probs
