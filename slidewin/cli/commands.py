@@ -195,10 +195,17 @@ def cmd_evaluate(args) -> int:
           f"AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}  AP75 {m['AP75']:.4f}{recall}  "
           f"({m['images']} images, {len(m['classes_evaluated'])} classes evaluated, "
           f"{len(m['classes_excluded'])} excluded, {m['candidates_per_image']:.0f} candidates/image, "
-          f"{m['seconds_per_image']:.2f} s/image)")
+          f"{m['seconds_per_image']:.2f} s/image{_proposal_share(m)})")
     if args.out is not None:
         print(f"wrote report: {args.out / 'report.md'}")
     return 0
+
+
+def _proposal_share(metrics: dict) -> str:
+    """", proposals N% of the work" when proposals were made (they run beside the network)."""
+    stages = metrics.get("stage_seconds_per_image") or {}
+    total = sum(stages.values())
+    return f", proposals {100 * stages['proposals'] / total:.0f}% of the work" if stages.get("proposals") and total else ""
 
 
 def cmd_demo(args) -> int:

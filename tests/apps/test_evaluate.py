@@ -132,8 +132,8 @@ def test_evaluate_reports_recall_of_windows_and_proposals(effnet_onnx, synthetic
         assert m["recall"]["ground_truth_boxes"] == 2 and m["candidates_per_image"] > 0
     assert props["proposals"]["method"] == "selective-search-single" and windows["proposals"] == "windows"
     assert "proposals" in props["stage_seconds_per_image"]
-    # the pasted photos are flat-edged rectangles: selective search boxes them exactly, windows cannot
-    assert props["recall75"] == 1.0 > windows["recall75"]
+    # the pasted photos are rectangles: selective search boxes them (almost) exactly, windows only roughly
+    assert props["recall75"] == 1.0 and props["AR1000"] > windows["AR1000"], (props["AR1000"], windows["AR1000"])
     assert (out / "recall.png").stat().st_size > 1000 and "AR@100" in (out / "report.md").read_text()
 
 

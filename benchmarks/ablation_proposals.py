@@ -1,0 +1,180 @@
+"""Issue 11's ablation: region proposals scored by the classifier, one change per row, on coco-dev
+and coco-train (340 COCO photos the held-out check never sees), with COCO AP and recall.
+
+Every row is the proposal detector of `slidewin.proposals` run the way `slidewin evaluate
+--proposals ...` runs it (same generator, scorer, label groups, NMS, faster-coco-eval), but the
+expensive parts are cached on disk so that dozens of settings fit in an afternoon on 2 cores:
+selective-search boxes per photo, and the classifier's probabilities of every box per scoring
+setting. Settings that only pick boxes or thresholds (minimum size, how many proposals, score
+threshold, NMS) reuse them. Run:
+
+    python benchmarks/ablation_proposals.py [--sets coco-dev coco-train] [--limit N] [--only 3 4]
+        [--cache ~/.cache/slidewin/ablation]
+
+Writes benchmarks/results/ablation-proposals.json and prints the table (README, "Region proposals").
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+from _common import COCO_DEV, RESULTS, ensure_model, machine, machine_line, print_table, write_json
+
+from slidewin.apps.evaluate import EVAL_MIN_SCORE, _coco_eval, _gt_boxes, category_plan, load_dataset
+from slidewin.apps.recall import best_ious, recall_summary
+from slidewin.core.detections import Detections
+from slidewin.core.detector import RunStats
+from slidewin.core.merge import merge_detections
+from slidewin.core.targets import COCO_GROUPS, Targets, load_group_notes
+from slidewin.io.images import load_image
+from slidewin.proposals.detector import ProposalConfig
+from slidewin.proposals.generators import SelectiveSearch, clean_proposals, rank_proposals
+from slidewin.proposals.scoring import CropScorer, PooledScorer, ProposalScoring
+from slidewin.runtime.classifier import Classifier
+from slidewin.runtime.dense import DenseClassifier
+
+SETS = {"coco-dev": COCO_DEV, "coco-train": COCO_DEV.parent / "coco-train"}
+BASE = ProposalConfig(min_score=EVAL_MIN_SCORE)
+
+
+def steps() -> list[tuple[str, ProposalConfig]]:
+    """The rows: each changes one thing from the row it names (row 0: the starting point)."""
+    fast = BASE
+    return [
+        ("selective-search-fast, pooled, all proposals, min side 16, NMS 0.5 (start)", fast),
+        ("selective-search-single instead", replace(fast, method="selective-search-single")),
+        ("crops scoring instead of pooled (context 0.1)", replace(fast, scoring="crops", context=0.1)),
+        ("pooled, context 0.1", replace(fast, context=0.1)),
+        ("pooled, context 0.2", replace(fast, context=0.2)),
+        ("pooled, max scale 2", replace(fast, max_scale=2.0)),
+        ("pooled, levels 1.26 apart", replace(fast, level_factor=1.26)),
+        ("min side 8", replace(fast, min_size=8)),
+        ("min side 32", replace(fast, min_size=32)),
+        ("first 1,000 proposals", replace(fast, max_proposals=1000)),
+        ("first 500 proposals", replace(fast, max_proposals=500)),
+        ("NMS IoU 0.3", replace(fast, iou=0.3)),
+        ("NMS IoU 0.7", replace(fast, iou=0.7)),
+        ("soft-NMS", replace(fast, merge="soft-nms")),
+    ]
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Runner:
+    """Caches proposals and probabilities per photo; evaluates a config over the chosen sets."""
+
+    def __init__(self, model: Path, sets: list[str], limit: int | None, cache: Path):
+        self.clf = Classifier(model)
+        self.model_key = _key(model.stat().st_size, model.stat().st_mtime_ns, str(model))
+        self.targets = Targets.parse(COCO_GROUPS, self.clf.labels, self.clf.meta.label_set)
+        self.dense = DenseClassifier(self.clf)
+        self.cache, self.sets = cache, {}
+        for name in sets:
+            ds = load_dataset(SETS[name])
+            evaluated, _ = category_plan(ds, self.targets.names, load_group_notes(COCO_GROUPS))
+            images = sorted(ds.gt["images"], key=lambda im: im["id"])[:limit]
+            keep = {im["id"] for im in images}
+            gt = dict(ds.gt, images=images, annotations=[a for a in ds.gt["annotations"] if a["image_id"] in keep])
+            self.sets[name] = (ds, evaluated, images, gt, _gt_boxes(ds, evaluated))
+        self.seconds: dict[str, list[float]] = {"proposals": [], "scoring": []}
+
+    def proposals(self, name: str, ds, im, method) -> np.ndarray:
+        f = self.cache / name / str(method) / (Path(im["file_name"]).stem + ".npy")
+        if not f.exists():
+            f.parent.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            boxes = SelectiveSearch(method)(load_image(ds.images_dir / im["file_name"], convert=True))
+            self.seconds["proposals"].append(time.perf_counter() - t0)
+            np.save(f, boxes)
+        return rank_proposals(np.load(f))
+
+    def probabilities(self, name: str, ds, im, c: ProposalConfig, boxes: np.ndarray) -> np.ndarray:
+        """Probabilities of every box (float16 on disk), for the scoring settings of ``c``."""
+        scoring = (c.scoring, c.context, c.max_scale, c.level_factor) if c.scoring is ProposalScoring.POOLED \
+            else (c.scoring, c.context)
+        f = self.cache / name / str(c.method) / _key(self.model_key, scoring) / (Path(im["file_name"]).stem + ".npy")
+        if f.exists():
+            return np.load(f).astype(np.float32)
+        image = load_image(ds.images_dir / im["file_name"], convert=True)
+        scorer = PooledScorer(self.dense, c.context, c.max_scale, c.level_factor) \
+            if c.scoring is ProposalScoring.POOLED else CropScorer(self.clf, c.context, c.batch_size)
+        t0 = time.perf_counter()
+        probs = scorer.probabilities(image, boxes, RunStats())
+        self.seconds["scoring"].append(time.perf_counter() - t0)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.save(f, probs.astype(np.float16))
+        return probs
+
+    def evaluate(self, c: ProposalConfig) -> dict:
+        out = {}
+        for name, (ds, evaluated, images, gt, gt_boxes) in self.sets.items():
+            t2c = {t: cat for cat, t in evaluated.items()}
+            results, rows, counts = [], [], []
+            for im in images:
+                h, w = im["height"], im["width"]
+                everything = clean_proposals(self.proposals(name, ds, im, c.method), (h, w))
+                probs = self.probabilities(name, ds, im, c, everything)
+                size_ok = np.flatnonzero(((everything[:, 2:] - everything[:, :2]) >= c.min_size).all(axis=1))
+                pick = size_ok[:c.max_proposals]
+                boxes, scores = everything[pick], self.targets.score(probs[pick])
+                counts.append(len(boxes))
+                rows.append(best_ious(gt_boxes.get(im["id"], np.zeros((0, 4))), boxes, ranked=True))
+                win, cls = np.nonzero(scores >= c.min_score)
+                dets = merge_detections(Detections(boxes[win], scores[win, cls], cls, self.targets.names),
+                                        c.merge, c.iou, min_score=c.min_score)
+                for b, s, t in zip(dets.xyxy.tolist(), dets.scores.tolist(), dets.class_ids.tolist()):
+                    if t in t2c:  # categories with no ground truth in this set are not evaluated
+                        results.append({"image_id": im["id"], "category_id": t2c[t],
+                                        "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s})
+            ev = _coco_eval(gt, results, list(evaluated))
+            r = recall_summary(np.concatenate(rows))
+            out[name] = {"AP": float(ev.stats[0]), "AP50": float(ev.stats[1]), "AP75": float(ev.stats[2]),
+                         "recall50": r["recall50"], "recall75": r["recall75"], "AR100": r["AR100"],
+                         "AR1000": r["AR1000"], "proposals_per_image": float(np.mean(counts)), "images": len(images)}
+        return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
+    ap.add_argument("--limit", type=int, default=None, help="first N photos of each set")
+    ap.add_argument("--only", type=int, nargs="*", default=None, help="row numbers to run")
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "slidewin" / "ablation")
+    ap.add_argument("--out", default="ablation-proposals")
+    args = ap.parse_args(argv)
+    runner = Runner(ensure_model("efficientnet-lite0"), args.sets, args.limit, args.cache)
+    m = machine()
+    rows, out = [], []
+    for i, (name, cfg) in enumerate(steps()):
+        if args.only is not None and i not in args.only:
+            continue
+        r = runner.evaluate(cfg)
+        both = {k: float(np.mean([r[s][k] for s in r])) for k in ("AP", "AP50", "AP75", "recall50", "AR100")}
+        rows.append([i, name, *(f"{both[k]:.4f}" for k in ("AP", "AP50", "AP75")), f"{both['recall50']:.3f}",
+                     f"{both['AR100']:.3f}", " / ".join(f"{r[s]['AP']:.4f}" for s in r)])
+        out.append({"step": i, "name": name, "config": json.loads(json.dumps(asdict(cfg), default=str)),
+                    "mean_over_sets": both, "per_set": r})
+        print(f"[{i}] {name}: AP {both['AP']:.4f} AP75 {both['AP75']:.4f} recall50 {both['recall50']:.3f}",
+              flush=True)
+    print_table(["#", "step", "AP", "AP50", "AP75", "recall@0.5", "AR@100", "AP per set (" + ", ".join(args.sets) + ")"],
+                rows, title=f"Proposal ablation, EfficientNet-Lite0, {' + '.join(args.sets)} ({machine_line(m)})")
+    path = RESULTS / f"{args.out}.json"
+    if path.exists() and args.only is not None:
+        fresh = {r["step"] for r in out}
+        out = sorted([r for r in json.loads(path.read_text())["rows"] if r["step"] not in fresh] + out,
+                     key=lambda r: r["step"])
+    write_json(args.out, {"machine": m, "sets": args.sets, "limit": args.limit, "rows": out,
+                          "seconds_measured": {k: float(np.median(v)) if v else None for k, v in runner.seconds.items()}})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
