@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +32,17 @@ class Decoded:
     image: np.ndarray | None
     error: str | None
     seconds: float
+    warnings: list[str] = field(default_factory=list)
 
 
 def decode(path: Path, convert: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """`load_image`, with any failure kept as a one-line error for the image's record."""
-    t0 = time.perf_counter()
+    t0, notes = time.perf_counter(), []
     try:
-        return Decoded(load_image(path, convert=convert, max_pixels=max_pixels), None, time.perf_counter() - t0)
+        image = load_image(path, convert=convert, max_pixels=max_pixels, notes=notes)
+        return Decoded(image, None, time.perf_counter() - t0, notes)
     except Exception as e:  # recorded for this image; the run goes on
-        return Decoded(None, one_line(e, with_path=False), time.perf_counter() - t0)
+        return Decoded(None, one_line(e, with_path=False), time.perf_counter() - t0, notes)
 
 
 class Prefetcher:
