@@ -22,8 +22,9 @@ def _demo_config():
 
 
 def say(text: str, file=None) -> None:
-    """Print text that holds labels or file names: each line escaped (`printable`)."""
-    print("\n".join(printable(line) for line in str(text).split("\n")), file=file or sys.stdout)
+    """Print one line that holds labels or file names, escaped (`printable`): a newline in a
+    label cannot start a line of its own."""
+    print(printable(str(text)), file=file or sys.stdout)
 
 
 def _load(path: Path, convert: bool, max_pixels: int | None = None):
@@ -183,7 +184,7 @@ def cmd_compare(args) -> int:
     h, w = image.shape[:2]
     say(f"{args.image} ({w}x{h}); Faster R-CNN limited to the {len(comparison.shared_labels)} categories "
         "the classifier can name")
-    say(markdown_table(headers, rows))
+    print(markdown_table(headers, [[printable(str(cell)) for cell in row] for row in rows]))
     for r in results:
         if r.meta.is_random:
             say(f"note: {r.name} has untrained (random) weights: its scores are refused; "
