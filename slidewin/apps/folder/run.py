@@ -28,8 +28,8 @@ from slidewin.apps.folder.results_log import RESULTS_NAME, ResultsLog
 from slidewin.apps.folder.run_settings import RunFile
 from slidewin.core.detector import Detector
 from slidewin.errors import SlidewinError, one_line, printable
-from slidewin.io.stderr import STDERR_LOCK
 from slidewin.io.images import DEFAULT_MAX_PIXELS
+from slidewin.io.stderr import STDERR_LOCK
 
 DRAWN_DIR = "drawn"
 #: Exit code of a folder run in which some images failed (their records say why).
