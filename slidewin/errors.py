@@ -7,6 +7,8 @@ CLI is a bug and is reported as such, still in one line.
 
 from __future__ import annotations
 
+import os
+import unicodedata
 from pathlib import Path
 
 
@@ -45,22 +47,47 @@ class MissingDependencyError(SlidewinError):
     exit_code = 6
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters escaped (``\\x1b``, ``\\n``).
+
+    Labels come from model files and paths from file names: raw, an escape sequence could clear
+    the screen or retitle the window, a newline could forge a ``slidewin: error:`` line, and a
+    file name that is not UTF-8 could not be printed at all. Everything slidewin prints from a
+    model or a file name goes through here (JSON output escapes by itself).
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or unicodedata.category(ch) == "Zs" else _escaped(ch) for ch in text)
+
+
+def _escaped(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def one_line(e: BaseException, with_path: bool = True) -> str:
-    """Any exception as one line: what the CLI prints and what folder runs record.
+    """Any exception as one printable line: what the CLI prints and what folder runs record.
 
     A `SlidewinError` gives its message (with the file it names, unless ``with_path`` is False:
-    records name their image already); a MemoryError says what to change; anything else is a
-    bug and says so, with its type and the first line of its message.
+    records name their image already); an `OSError` (a full disk, a read-only folder) the file
+    and the system's reason; a MemoryError says what to change; anything else is a bug and says
+    so, with its type and the first line of its message.
     """
     if isinstance(e, SlidewinError):
         text = str(e) if with_path else e.problem
-        return text.strip().splitlines()[0] if text.strip() else type(e).__name__
-    if isinstance(e, MemoryError):
-        return "out of memory (try a larger --window, --max-levels or a lower --max-pixels)"
-    text = str(e).strip()
-    return f"internal error: {type(e).__name__}" + (f": {text.splitlines()[0][:300]}" if text else "")
+        text = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    elif isinstance(e, OSError) and e.strerror:
+        name = e.filename if with_path and e.filename is not None else None
+        text = f"{os.fsdecode(name)}: {e.strerror}" if name is not None else e.strerror
+    elif isinstance(e, MemoryError):
+        text = "out of memory (try a larger --window, --max-levels or a lower --max-pixels)"
+    else:
+        msg = str(e).strip()
+        text = f"internal error: {type(e).__name__}" + (f": {msg.splitlines()[0][:300]}" if msg else "")
+    return printable(text)
 
 
 def is_internal(e: BaseException) -> bool:
-    """True for an exception slidewin did not raise on purpose (a bug to report)."""
-    return not isinstance(e, (SlidewinError, MemoryError))
+    """True for an exception slidewin did not raise on purpose (a bug to report). A failing
+    file operation (`OSError` with a reason: no space, no permission) is the machine's, not a bug."""
+    return not isinstance(e, (SlidewinError, MemoryError)) and not (isinstance(e, OSError) and e.strerror)

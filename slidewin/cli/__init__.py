@@ -9,13 +9,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from slidewin.errors import SlidewinError, is_internal, one_line
+from slidewin.errors import SlidewinError, is_internal, one_line, printable
 
 __all__ = ["build_parser", "main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line (no usage block): the rule for every bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {printable(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="slidewin",
         description="Turn an image classifier into an object detector (ONNX Runtime, no training framework).",
     )
@@ -137,4 +144,4 @@ def main(argv: list[str] | None = None) -> int:
             print(f"slidewin: {one_line(e)} (please report this)", file=sys.stderr)
             return 1
         print(f"slidewin: error: {one_line(e)}", file=sys.stderr)
-        return e.exit_code if isinstance(e, SlidewinError) else 1
+        return e.exit_code if isinstance(e, SlidewinError) else 2

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from slidewin.cli.options import detector_config, proposal_config
-from slidewin.errors import SlidewinError
+from slidewin.errors import SlidewinError, printable
 
 DEFAULT_DEMO_MODEL = Path("models/efficientnet-lite0.onnx")
 
@@ -21,15 +21,40 @@ def _demo_config():
     return DetectorConfig(mode=Mode.DENSE, min_score=0.8, merge=Merge.NESTED)
 
 
+def say(text: str, file=None) -> None:
+    """Print one line that holds labels or file names, escaped (`printable`): a newline in a
+    label cannot start a line of its own."""
+    print(printable(str(text)), file=file or sys.stdout)
+
+
+def _load(path: Path, convert: bool, max_pixels: int | None = None):
+    """`load_image`, with the decoder's harmless warnings printed as notes naming the file."""
+    from slidewin.io.images import DEFAULT_MAX_PIXELS, load_image
+
+    notes: list[str] = []
+    image = load_image(path, convert=convert, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, notes=notes)
+    for note in notes:
+        say(f"slidewin: note: {path}: the decoder says {note!r}", file=sys.stderr)
+    return image
+
+
+def check_outputs(outputs: dict[str, Path | None], inputs: tuple) -> None:
+    """Refuse unwritable outputs, and outputs onto an input, before any model is opened."""
+    from slidewin.io.files import check_output_file
+
+    for flag, path in outputs.items():
+        if path is not None and str(path) != "-":
+            check_output_file(path, flag, inputs)
+
+
 def cmd_classify(args) -> int:
-    from slidewin.io.images import load_image
     from slidewin.runtime.classifier import Classifier
 
     clf = Classifier(args.model, device=args.device)
-    image = load_image(args.image, convert=args.convert)
-    print(f"{args.image}  ({clf.meta.architecture}, weights {clf.meta.weights})")
+    image = _load(args.image, args.convert)
+    say(f"{args.image}  ({clf.meta.architecture}, weights {clf.meta.weights})")
     for rank, p in enumerate(clf.classify(image, top_k=args.top_k), 1):
-        print(f"{rank:>3}. {p.label:<30} {p.class_id:>5}  {p.probability:.4f}")
+        say(f"{rank:>3}. {p.label:<30} {p.class_id:>5}  {p.probability:.4f}")
     return 0
 
 
@@ -38,8 +63,8 @@ def _open_detector(model_path: Path, config, classes, device: str, proposals=Non
 
     detector = build_detector(model_path, config=config, classes=classes, device=device, proposals=proposals)
     if detector.meta.is_random:
-        print(f"note: {model_path} has untrained (random) weights: its detections mean nothing "
-              "(fine for timing)", file=sys.stderr)
+        say(f"note: {model_path} has untrained (random) weights: its detections mean nothing "
+            "(fine for timing)", file=sys.stderr)
     return detector
 
 
@@ -48,10 +73,11 @@ def run_detect(image_path: Path, detector, model_path: Path, convert: bool, out:
     """Detect in one image and write what was asked; returns the JSON record."""
     from slidewin.apps.folder.records import detection_record
     from slidewin.io.drawing import draw_detections
-    from slidewin.io.images import DEFAULT_MAX_PIXELS, load_image, save_image
+    from slidewin.io.images import save_image
 
+    check_outputs({"--out": out, "--json": json_path}, (image_path, model_path))
     t0 = time.perf_counter()
-    image = load_image(image_path, convert=convert, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+    image = _load(image_path, convert, max_pixels)
     decode = time.perf_counter() - t0
     dets = detector.detect(image)
     record = detection_record(image_path, image, model_path, dets, detector.last_stats, decode)
@@ -66,11 +92,10 @@ def print_detections(record: dict, unit: str = "windows", file=None) -> None:
     file = file or sys.stdout
     dets = record["detections"]
     secs = sum(record["seconds"].values())
-    print(f"{record['image']}: {len(dets)} detection(s) from {record['windows']} {unit} in {secs:.2f} s",
-          file=file)
+    say(f"{record['image']}: {len(dets)} detection(s) from {record['windows']} {unit} in {secs:.2f} s", file=file)
     for d in dets:
         x1, y1, x2, y2 = d["xyxy"]
-        print(f"  {d['label']:<24} {d['score']:.3f}  [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]", file=file)
+        say(f"  {d['label']:<24} {d['score']:.3f}  [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]", file=file)
 
 
 def cmd_detect(args) -> int:
@@ -89,7 +114,7 @@ def cmd_detect(args) -> int:
     print_detections(record, detector.last_stats.unit, file=to)
     for what, path in (("image", args.out), ("json", args.json)):
         if path is not None and str(path) != "-":
-            print(f"wrote {what}: {path}", file=to)
+            say(f"wrote {what}: {path}", file=to)
     return 0
 
 
@@ -97,10 +122,12 @@ def _detect_folder(args) -> int:
     """Folder, glob or several images: one JSON line each in OUT_DIR/results.jsonl."""
     import shlex
 
-    from slidewin.apps.folder.inputs import collect_inputs
+    from slidewin.apps.folder.inputs import collect_inputs, skipped_summary
     from slidewin.apps.folder.prefetch import DEFAULT_PREFETCH
     from slidewin.apps.folder.results_log import RESULTS_NAME
     from slidewin.apps.folder.run import run_folder
+    from slidewin.apps.folder.run_settings import run_settings
+    from slidewin.io.files import check_output_dir
     from slidewin.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
     if args.out_dir is None:
@@ -109,57 +136,66 @@ def _detect_folder(args) -> int:
     if args.out is not None or args.json is not None:
         raise SlidewinError("--out and --json are for one image; with --out-dir the results go to "
                             "OUT/results.jsonl (and --draw writes the drawn images)")
+    check_output_dir(args.out_dir, "--out-dir")
     results = args.out_dir / RESULTS_NAME
     if not args.resume and results.is_file() and results.stat().st_size:  # say so before loading the model
         raise SlidewinError("already holds results: pass --resume to continue that run, or choose "
                             "another --out-dir", results)
-    root, inputs = collect_inputs([str(p) for p in args.image], exclude=args.out_dir)
+    skipped: list = []
+    root, inputs = collect_inputs([str(p) for p in args.image], exclude=args.out_dir, skipped=skipped)
     if not inputs:
-        raise SlidewinError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in "
-                            f"{' '.join(str(p) for p in args.image)}")
-    detector = _open_detector(args.model, detector_config(args), args.classes, args.device, proposal_config(args))
+        raise SlidewinError(printable(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in "
+                                      f"{' '.join(str(p) for p in args.image)}"))
+    config, proposals = detector_config(args), proposal_config(args)
+    max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
+    detector = _open_detector(args.model, config, args.classes, args.device, proposals)
+    settings = run_settings(args.model, config, args.classes, args.convert, max_pixels, proposals)
     summary = run_folder(detector, inputs, args.out_dir, args.model, root=root, resume=args.resume,
-                         draw=args.draw, convert=args.convert, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+                         draw=args.draw, convert=args.convert, max_pixels=max_pixels, settings=settings,
                          prefetch=DEFAULT_PREFETCH if args.prefetch is None else args.prefetch)
     if summary.interrupted:
         again = shlex.join(["slidewin", *args.argv] + ([] if "--resume" in args.argv else ["--resume"]))
-        print(f"slidewin: interrupted; {summary.ok_now + summary.failed_now} image(s) recorded this run, every "
-              f"line in {summary.results} is whole. Resume with:\n  {again}", file=sys.stderr)
+        say(f"slidewin: interrupted; {summary.ok_now + summary.failed_now} image(s) recorded this run, every "
+            f"line in {summary.results} is whole. Resume with:", file=sys.stderr)
+        say(f"  {again}", file=sys.stderr)
         return summary.exit_code
-    print(summary.line())
+    say(summary.line())
+    if (line := skipped_summary(skipped)) is not None:
+        say(line)
     if summary.failed:
-        print(f"slidewin: {summary.failed} image(s) failed: their records in {summary.results} have an "
-              "\"error\"", file=sys.stderr)
+        say(f"slidewin: {summary.failed} image(s) failed: their records in {summary.results} have an "
+            "\"error\"", file=sys.stderr)
     return summary.exit_code
 
 
 def cmd_compare(args) -> int:
     from slidewin.apps.compare import compare_payload, compare_table, open_comparison, run_compare, side_by_side
     from slidewin.apps.tables import markdown_table
-    from slidewin.io.images import load_image, save_image
+    from slidewin.io.images import save_image
 
+    check_outputs({"--out": args.out, "--json": args.json}, (args.image, args.classifier, args.frcnn))
     comparison = open_comparison(args.classifier, args.frcnn, detector_config(args), args.classes, args.device,
                                  proposal_config(args))
     t0 = time.perf_counter()
-    image = load_image(args.image, convert=args.convert)
+    image = _load(args.image, args.convert)
     decode = time.perf_counter() - t0
     results = run_compare(image, comparison)
     headers, rows = compare_table(results, decode)
     h, w = image.shape[:2]
     limited = "" if args.frcnn is None else (f"; Faster R-CNN limited to the {len(comparison.shared_labels)} "
                                              "categories the classifier can name")
-    print(f"{args.image} ({w}x{h}){limited}")
-    print(markdown_table(headers, rows))
+    say(f"{args.image} ({w}x{h}){limited}")
+    print(markdown_table(headers, [[printable(str(cell)) for cell in row] for row in rows]))
     for r in results:
         if r.meta.is_random:
-            print(f"note: {r.name} has untrained (random) weights: its scores are refused; "
-                  "counts and timings are still measured")
+            say(f"note: {r.name} has untrained (random) weights: its scores are refused; "
+                "counts and timings are still measured")
     if args.out is not None:
         save_image(args.out, side_by_side(image, results))
-        print(f"wrote image: {args.out}")
+        say(f"wrote image: {args.out}")
     if args.json is not None:
         write_json(args.json, compare_payload(args.image, (h, w), decode, results))
-        print(f"wrote json: {args.json}")
+        say(f"wrote json: {args.json}")
     return 0
 
 
@@ -175,13 +211,10 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from slidewin.apps.evaluate import evaluate
-    from slidewin.cli.options import config_overrides
-
     from dataclasses import replace
 
-    from slidewin.apps.evaluate import EVAL_MIN_SCORE
-    from slidewin.cli.options import PROPOSAL_DEFAULTS
+    from slidewin.apps.evaluate import EVAL_MIN_SCORE, evaluate
+    from slidewin.cli.options import PROPOSAL_DEFAULTS, config_overrides
 
     overrides = config_overrides(args)
     mode = overrides.pop("mode", None) or "auto"
@@ -191,13 +224,13 @@ def cmd_evaluate(args) -> int:
     how = f"mode={m['mode']}" if proposals is None else f"proposals={proposals.method} ({proposals.scoring})"
     recall = "" if m["recall50"] is None else (f"  recall@0.5 {m['recall50']:.3f}  recall@0.75 {m['recall75']:.3f}  "
                                                f"AR@100 {m['AR100']:.3f}  AR@1000 {m['AR1000']:.3f}")
-    print(f"{m['model']['architecture']} recipe={m['recipe']} {how}: "
-          f"AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}  AP75 {m['AP75']:.4f}{recall}  "
-          f"({m['images']} images, {len(m['classes_evaluated'])} classes evaluated, "
-          f"{len(m['classes_excluded'])} excluded, {m['candidates_per_image']:.0f} candidates/image, "
-          f"{m['seconds_per_image']:.2f} s/image{_proposal_share(m)})")
+    say(f"{m['model']['architecture']} recipe={m['recipe']} {how}: "
+        f"AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}  AP75 {m['AP75']:.4f}{recall}  "
+        f"({m['images']} images, {len(m['classes_evaluated'])} classes evaluated, "
+        f"{len(m['classes_excluded'])} excluded, {m['candidates_per_image']:.0f} candidates/image, "
+        f"{m['seconds_per_image']:.2f} s/image{_proposal_share(m)})")
     if args.out is not None:
-        print(f"wrote report: {args.out / 'report.md'}")
+        say(f"wrote report: {args.out / 'report.md'}")
     return 0
 
 
@@ -214,7 +247,7 @@ def cmd_demo(args) -> int:
     if not args.model.exists():
         from slidewin_export.efficientnet_lite0 import export_efficientnet_lite0
 
-        print(f"exporting the offline default model to {args.model} ...")
+        say(f"exporting the offline default model to {args.model} ...")
         export_efficientnet_lite0(args.model)
     scene = resources.files("slidewin").joinpath("data/demo_scene.jpg")
     with resources.as_file(scene) as scene_path:
@@ -222,8 +255,8 @@ def cmd_demo(args) -> int:
         record = run_detect(scene_path, detector, args.model, args.convert, args.out_dir / "demo.jpg",
                             args.out_dir / "demo.json")
     record["image"] = "demo_scene.jpg (packaged sample)"
-    print("demo settings: dense mode, COCO classes, boxes scoring >= 0.8, boxes nested in a stronger one merged")
+    say("demo settings: dense mode, COCO classes, boxes scoring >= 0.8, boxes nested in a stronger one merged")
     print_detections(record)
-    print(f"wrote image: {args.out_dir / 'demo.jpg'}")
-    print(f"wrote json:  {args.out_dir / 'demo.json'}")
+    say(f"wrote image: {args.out_dir / 'demo.jpg'}")
+    say(f"wrote json:  {args.out_dir / 'demo.json'}")
     return 0

@@ -8,11 +8,12 @@ set on top of its own base settings (`DetectorConfig()` for ``detect``, a recipe
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import replace
 
 from slidewin.core.merge import Merge
 from slidewin.errors import SlidewinError
-from slidewin.pipeline.config import DEFAULT_WINDOWS, REFERENCE_SIDE, DetectorConfig, Mode
+from slidewin.pipeline.config import DEFAULT_WINDOWS, MAX_BATCH_SIZE, REFERENCE_SIDE, DetectorConfig, Mode
 from slidewin.proposals.detector import ProposalConfig
 from slidewin.proposals.generators import ProposalMethod
 from slidewin.proposals.scoring import ProposalScoring
@@ -39,6 +40,18 @@ def count(minimum: int):
         return value
 
     return parse
+
+
+def number(text: str) -> float:
+    """argparse type: a finite number (``inf`` and ``nan`` are mistakes, not limits; ranges are
+    `DetectorConfig`'s to check, so that the library refuses the same values)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def _window_sizes(text: str) -> list[tuple[int, int]]:
@@ -90,15 +103,15 @@ def add_detector_args(p: argparse.ArgumentParser, classes_default: str | None = 
                    help=f"window sizes are pixels of an image up to PX on its longer side; larger images get them "
                         f"scaled in proportion (default {REFERENCE_SIDE} for the default windows; --window sizes "
                         "are absolute unless this is given; 0 = absolute)")
-    g.add_argument("--stride", type=float, default=None,
+    g.add_argument("--stride", type=number, default=None,
                    help=f"step between windows, in classifier-input pixels (default {DEFAULTS.step:g}, the "
                         "network stride)")
-    g.add_argument("--scale", type=float, default=None,
+    g.add_argument("--scale", type=number, default=None,
                    help=f"pyramid factor between levels (default {DEFAULTS.scale:g})")
     g.add_argument("--max-levels", type=count(1), default=None, help="at most this many pyramid levels")
-    g.add_argument("--min-score", type=float, default=None,
+    g.add_argument("--min-score", type=number, default=None,
                    help=f"minimum class score to keep a window (default {min_score_default:g})")
-    g.add_argument("--iou", type=float, default=None, help=f"NMS IoU threshold (default {DEFAULTS.iou:g})")
+    g.add_argument("--iou", type=number, default=None, help=f"NMS IoU threshold (default {DEFAULTS.iou:g})")
     g.add_argument("--merge", choices=choices(Merge), default=None,
                    help=f"how overlapping windows become one box (default {DEFAULTS.merge}): nms, class-aware "
                         "NMS; soft-nms, Gaussian score decay; nested also drops boxes lying inside a stronger "
@@ -108,7 +121,8 @@ def add_detector_args(p: argparse.ArgumentParser, classes_default: str | None = 
                    help="what to detect: label indices (281), ranges (281-285), label names, group names "
                         f"(cat) or 'coco' for every COCO group (default: {classes_default or 'every label'})")
     g.add_argument("--batch-size", type=count(1), default=None,
-                   help=f"windows per inference call in patch mode (default {DEFAULTS.batch_size})")
+                   help=f"windows per inference call in patch mode (default {DEFAULTS.batch_size}, at most "
+                        f"{MAX_BATCH_SIZE})")
     g.add_argument("--dense-tile", type=count(0), default=None, metavar="PX",
                    help="dense mode: run pyramid levels of more than PX x PX pixels in tiles of at most that "
                         f"many (default {DEFAULTS.dense_tile}; 0 never tiles): bounds memory, same results, "
@@ -125,9 +139,9 @@ def add_detector_args(p: argparse.ArgumentParser, classes_default: str | None = 
                         f"(default {PROPOSAL_DEFAULTS.scoring})")
     g.add_argument("--max-proposals", type=count(1), default=None, metavar="N",
                    help=f"score at most the N best-ranked proposals (default {PROPOSAL_DEFAULTS.max_proposals})")
-    g.add_argument("--min-proposal-size", type=float, default=None, metavar="PX",
+    g.add_argument("--min-proposal-size", type=number, default=None, metavar="PX",
                    help=f"drop proposals narrower or shorter than PX pixels (default {PROPOSAL_DEFAULTS.min_size:g})")
-    g.add_argument("--context", type=float, default=None,
+    g.add_argument("--context", type=number, default=None,
                    help="grow each proposal by this fraction of its size on every side before scoring "
                         f"(default {PROPOSAL_DEFAULTS.context:g})")
     p.set_defaults(window=None, input_window=False)

@@ -8,6 +8,7 @@ package (``slidewin/data/*_groups.json``), not in code.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -22,6 +23,8 @@ from slidewin.runtime.model_meta import LabelSet
 COCO_GROUPS = "coco"
 #: The ``--classes`` item that means "every label of the model".
 ALL_LABELS = "all"
+# ASCII digits only: str.isdigit() also accepts "²", which int() then refuses.
+_INDEX_OR_RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 
 
 def class_items(spec: str | list[str] | None) -> list[str] | None:
@@ -46,6 +49,17 @@ def load_group_notes(name: str) -> dict[str, str]:
     """Why each category of a group file has no counterpart (``no_counterpart`` section)."""
     text = resources.files("slidewin").joinpath(f"data/{name}_groups.json").read_text()
     return dict(json.loads(text).get("no_counterpart", {}))
+
+
+def _range_name(m: re.Match, labels: tuple[str, ...]) -> str:
+    """The target name of an index (``281``) or range (``281-285``), checked before anything
+    is allocated for it."""
+    lo, hi = int(m[1]), int(m[2] or m[1])
+    if hi < lo:
+        raise SlidewinError(f"class range {m[0]!r} is empty (write the smaller index first)")
+    if hi >= len(labels):
+        raise SlidewinError(f"class index {hi} out of range (model has {len(labels)} labels: 0-{len(labels) - 1})")
+    return labels[lo] if lo == hi else f"{labels[lo]}..{labels[hi]}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,7 +118,7 @@ class Targets:
             groups = dict(load_groups(COCO_GROUPS))
         lower = {name.lower(): i for i, name in enumerate(labels)}
         names: list[str] = []
-        columns: list[tuple[int, ...]] = []
+        columns: list = []
         for item in items:
             if item == COCO_GROUPS:
                 if label_set != LabelSet.IMAGENET_1K:
@@ -112,16 +126,9 @@ class Targets:
                 for g, ids in groups.items():
                     names.append(g)
                     columns.append(ids)
-            elif item.isdigit() or (item.count("-") == 1 and all(p.isdigit() for p in item.split("-"))):
-                lo, _, hi = item.partition("-")
-                ids = tuple(range(int(lo), int(hi or lo) + 1))
-                if ids[-1] >= len(labels):
-                    raise SlidewinError(f"class index {ids[-1]} out of range (model has {len(labels)} labels)")
-                if len(ids) == 1:
-                    names.append(labels[ids[0]])
-                else:
-                    names.append(f"{labels[ids[0]]}..{labels[ids[-1]]}")
-                columns.append(ids)
+            elif (m := _INDEX_OR_RANGE.fullmatch(item)) is not None:
+                names.append(_range_name(m, labels))
+                columns.append(range(int(m[1]), int(m[2] or m[1]) + 1))
             elif item.lower() in groups:
                 names.append(item.lower())
                 columns.append(groups[item.lower()])

@@ -7,10 +7,61 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from slidewin.errors import SlidewinError
+
 
 def cache_dir() -> Path:
     """slidewin's cache folder: ``$XDG_CACHE_HOME/slidewin``, else ``~/.cache/slidewin``."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "slidewin"
+
+
+def check_output_dir(path: str | Path, what: str = "output folder") -> None:
+    """Refuse, before any work is done, a folder that cannot take output files.
+
+    The folder need not exist yet (it is created when written), but the nearest folder that
+    does exist must be a folder and writable: a test file is created and removed there, which
+    catches read-only folders and file systems whatever the user's privileges.
+
+    Raises:
+        SlidewinError: naming the path and the problem.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise SlidewinError(f"{what} is a file, not a folder", p)
+    existing = p.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SlidewinError(f"{what} cannot be created: {existing} is a file", p)
+    try:
+        fd, name = tempfile.mkstemp(prefix=".slidewin-write-test-", dir=existing)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise SlidewinError(f"cannot write {what} ({e.strerror})", existing) from None
+
+
+def check_output_file(path: str | Path, what: str, inputs: tuple = ()) -> None:
+    """Refuse, before any work is done, an output file that cannot be written or that would
+    overwrite one of ``inputs`` (the image read, the model).
+
+    Raises:
+        SlidewinError: naming the path and the problem.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise SlidewinError(f"{what} is a folder, not a file", p)
+    for other in inputs:
+        if _same_file(p, Path(other)):
+            raise SlidewinError(f"{what} would overwrite an input file", p)
+    check_output_dir(p.parent, f"the folder of {what}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _umask() -> int:

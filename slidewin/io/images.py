@@ -2,17 +2,30 @@
 
 slidewin's models take 8-bit RGB. Grayscale, images with alpha and 16-bit images are refused by
 default with a message that says so; ``convert=True`` (CLI ``--convert``) turns them into 8-bit
-RGB instead. Dimensions are read from the header before decoding (JPEG, PNG, BMP, GIF, WebP,
-TIFF, PNM), so a decompression bomb is refused without allocating it. A PNG's chunks are checked
-(lengths, critical CRCs, IEND) and a JPEG's end marker before the codec sees them: truncated
-files get a clear message instead of libpng/libjpeg noise on stderr.
+RGB instead.
+
+Memory follows the image, never the file. `load_image` looks at a path with ``stat`` first (only
+regular files are opened: FIFOs, devices and directories are refused unopened), reads the first
+bytes, and judges the header from them (`slidewin.io.formats`: the format from the content, its
+declared size, formats it cannot check refused) before the rest of the file is read:
+
+- an image over ``max_pixels`` is refused, and so is a header that claims far more pixels than a
+  file of its size could describe (a bomb, or a corrupt file);
+- a file far larger than its declared image could need is refused unread;
+- a PNG's chunks are checked (lengths, critical CRCs, IEND) and a JPEG must have an end-of-image
+  marker (bytes after it, as some phones write, are fine);
+- what libjpeg and libpng print about corrupt data while decoding is captured
+  (`slidewin.io.stderr`): corrupt data is an `ImageError` naming the file, a mere warning is a
+  note the caller may collect (``notes``), nothing reaches the terminal unlabelled.
+
+EXIF orientation is applied for every format that carries it: by the decoder for JPEG and TIFF,
+here for PNG (eXIf chunk) and WebP (EXIF chunk), so boxes are in the orientation viewers show.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import struct
+import stat
 import zlib
 from pathlib import Path
 
@@ -20,6 +33,8 @@ import cv2
 import numpy as np
 
 from slidewin.errors import ImageError
+from slidewin.io.formats import SUFFIXES, Header, HeaderError, ImageFormat, NeedMoreBytes, jpeg_has_end, read_header
+from slidewin.io.stderr import captured_stderr
 
 if "OPENCV_LOG_LEVEL" not in os.environ:
     # Decoding failures are reported here, one line per file; OpenCV's own "[ERROR] imdecode_ ..."
@@ -29,124 +44,68 @@ if "OPENCV_LOG_LEVEL" not in os.environ:
 #: Default limit on width * height; 20000 x 20000 images fit, decompression bombs do not.
 DEFAULT_MAX_PIXELS = 400_000_000
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: The suffixes a folder walk takes: every format slidewin decodes (see `slidewin.io.formats`).
+IMAGE_SUFFIXES = tuple(s for suffixes in SUFFIXES.values() for s in suffixes)
 
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+#: The header is judged from this many first bytes (more are read only when it runs past them).
+HEAD_BYTES = 1 << 20
+#: A file may hold at most this many bytes per declared pixel (16-bit RGBA, uncompressed) ...
+_BYTES_PER_PIXEL = 8
+#: ... plus this much metadata (ICC profiles, EXIF thumbnails, XMP, further pages).
+_METADATA_BYTES = 64 << 20
 
+# What libjpeg and libpng print that does not mean lost pixels: the image was decoded whole.
+_HARMLESS = ("warning", "extraneous bytes before marker 0xd9")
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        seg_len = struct.unpack(">H", data[i + 2:i + 4])[0]
-        if marker in _JPEG_SOF:
-            h, w = struct.unpack(">HH", data[i + 5:i + 9])
-            return w, h
-        i += 2 + seg_len
-    return None
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def _tiff_size(data: bytes) -> tuple[int, int] | None:
-    """ImageWidth and ImageLength of the first IFD (classic TIFF, either byte order)."""
-    e = "<" if data[:2] == b"II" else ">"
-    off = struct.unpack(e + "I", data[4:8])[0]
-    if off + 2 > len(data):
-        return None
-    size = {}
-    for k in range(struct.unpack(e + "H", data[off:off + 2])[0]):
-        p = off + 2 + 12 * k
-        if p + 12 > len(data):
-            break
-        tag, typ = struct.unpack(e + "HH", data[p:p + 4])
-        if tag in (256, 257) and typ in (3, 4):
-            size[tag] = struct.unpack(e + ("H" if typ == 3 else "I"), data[p + 8:p + (10 if typ == 3 else 12)])[0]
-    return (size[256], size[257]) if len(size) == 2 else None
+def max_file_bytes(pixels: int) -> int:
+    """The most bytes an image file of ``pixels`` pixels may hold (raw 16-bit RGBA plus metadata)."""
+    return pixels * _BYTES_PER_PIXEL + _METADATA_BYTES
 
 
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    chunk = data[12:16]
-    if chunk == b"VP8X":
-        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
-    if chunk == b"VP8L" and data[20] == 0x2F:
-        bits = int.from_bytes(data[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
-        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
-    return None
+def _too_large(size: tuple[int, int], max_pixels: int) -> str:
+    w, h = size
+    return f"image too large: {w}x{h} = {w * h:,} pixels exceeds --max-pixels {max_pixels:,}"
 
 
-def _pnm_size(data: bytes) -> tuple[int, int] | None:
-    head = re.sub(rb"#[^\n]*", b" ", data[:4096]).split()
-    try:
-        return int(head[1]), int(head[2])
-    except (IndexError, ValueError):
-        return None
+def check_header(header: Header, file_bytes: int, max_pixels: int) -> None:
+    """Refuse what a header declares before anything is decoded.
 
+    Args:
+        header: the declared format and size.
+        file_bytes: bytes of the image: the file's size, or (once read) ``header.coded_bytes``.
+        max_pixels: the most pixels allowed.
 
-def _declared_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the header of a JPEG, PNG, BMP, GIF, WebP, TIFF or PNM without
-    decoding; None if the format is another one or the header is cut short."""
-    try:
-        if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-            return struct.unpack(">II", data[16:24])
-        if data[:2] == b"\xff\xd8":
-            return _jpeg_size(data)
-        if data[:2] == b"BM" and len(data) >= 26:
-            dib = struct.unpack("<I", data[14:18])[0]
-            if dib == 12:
-                return struct.unpack("<HH", data[18:22])
-            w, h = struct.unpack("<ii", data[18:26])
-            return abs(w), abs(h)
-        if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
-            return struct.unpack("<HH", data[6:10])
-        if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
-            return _webp_size(data)
-        if data[:4] in (b"II*\x00", b"MM\x00*") and len(data) >= 8:
-            return _tiff_size(data)
-        if len(data) >= 3 and data[:1] == b"P" and data[1:2] in b"123456" and data[2:3].isspace():
-            return _pnm_size(data)
-    except struct.error:  # a header cut short
-        return None
-    return None
-
-
-def _check_png(data: bytes, path: str) -> None:
-    """Walk a PNG's chunks: each must fit in the file, critical ones must pass their CRC, and
-    IEND must come. libpng would fail on the same files, printing to stderr as it does."""
-    view = memoryview(data)
-    i = 8
-    while True:
-        if i + 8 > len(data):
-            raise ImageError("truncated PNG (no IEND chunk)", path)
-        length = int.from_bytes(data[i:i + 4], "big")
-        ctype = bytes(data[i + 4:i + 8])
-        name = ctype.decode("latin-1") if ctype.isalpha() else repr(ctype)[2:-1]
-        end = i + 12 + length
-        if end > len(data):
-            raise ImageError(f"truncated PNG (cut inside a {name} chunk)", path)
-        if ctype[:1].isupper() and zlib.crc32(view[i + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
-            raise ImageError(f"corrupt PNG (CRC mismatch in a {name} chunk)", path)
-        if ctype == b"IEND":
-            return
-        i = end
-
-
-def probe_size(path: str | Path, header_bytes: int = 1 << 16) -> tuple[int, int] | None:
-    """(width, height) of an image file from its first bytes, without decoding; None if unknown.
-
-    Cheap enough to call ahead of decoding (e.g. to budget memory); TIFF files whose first IFD
-    lies past ``header_bytes`` and exotic formats give None.
+    Raises:
+        HeaderError: too many pixels, more pixels than ``file_bytes`` could describe, or more
+            bytes than the declared image could need.
     """
+    fmt, pixels = header.format.value, header.pixels
+    if pixels > max_pixels:
+        raise HeaderError(_too_large((header.width, header.height), max_pixels))
+    if pixels > file_bytes * header.max_pixels_per_byte:
+        raise HeaderError(
+            f"header claims {header.width}x{header.height} = {pixels:,} pixels in {file_bytes:,} bytes, far more "
+            f"than a {fmt} file that size can hold (at most {header.max_pixels_per_byte:,} pixels per byte): "
+            "corrupt or a decompression bomb")
+    if file_bytes > max_file_bytes(pixels):
+        raise HeaderError(f"{file_bytes:,} bytes is far more than a {header.width}x{header.height} {fmt} image "
+                          f"needs (at most {max_file_bytes(pixels):,})")
+
+
+def _header(data: bytes, path: str, max_pixels: int, file_bytes: int | None = None) -> Header:
+    """`read_header` and `check_header` of a whole file's bytes, as one-line ImageErrors."""
     try:
-        with open(path, "rb") as f:
-            return _declared_size(f.read(header_bytes))
-    except OSError:
-        return None
+        header = read_header(data)
+        check_header(header, header.coded_bytes if file_bytes is None else file_bytes, max_pixels)
+    except NeedMoreBytes as e:
+        raise ImageError(f"truncated image ({e})", path) from None
+    except HeaderError as e:
+        raise ImageError(str(e), path) from None
+    return header
 
 
 def _bgr_to_rgb_in_place(img: np.ndarray) -> np.ndarray:
@@ -187,68 +146,206 @@ def _to_rgb8(img: np.ndarray, path: str, convert: bool) -> np.ndarray:
     return np.ascontiguousarray(cv2.cvtColor(img, code))
 
 
-def decode_image(
-    data: bytes, path: str | Path = "<bytes>", convert: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> np.ndarray:
-    """Decode encoded image bytes to uint8 RGB (H, W, 3), EXIF orientation applied for JPEG.
+def _check_png(data: bytes, path: str) -> None:
+    """Walk a PNG's chunks: each must fit in the file, critical ones must pass their CRC, and
+    IEND must come. libpng would fail on the same files, after allocating the image."""
+    view = memoryview(data)
+    i = 8
+    while True:
+        if i + 8 > len(data):
+            raise ImageError("truncated PNG (no IEND chunk)", path)
+        length = int.from_bytes(data[i:i + 4], "big")
+        ctype = bytes(data[i + 4:i + 8])
+        name = ctype.decode("latin-1") if ctype.isalpha() else repr(ctype)[2:-1]
+        end = i + 12 + length
+        if end > len(data):
+            raise ImageError(f"truncated PNG (cut inside a {name} chunk)", path)
+        if ctype[:1].isupper() and zlib.crc32(view[i + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
+            raise ImageError(f"corrupt PNG (CRC mismatch in a {name} chunk)", path)
+        if ctype == b"IEND":
+            return
+        i = end
+
+
+def _check_structure(data: bytes, header: Header, path: str) -> None:
+    """Structural checks a codec would only make after allocating the image."""
+    if header.format is ImageFormat.JPEG and not jpeg_has_end(data):
+        raise ImageError("truncated JPEG (no end-of-image marker)", path)
+    if header.format is ImageFormat.PNG:
+        _check_png(data, path)
+
+
+#: cv2.rotate / cv2.flip steps that turn a stored image into what a viewer shows, per EXIF orientation.
+_ORIENT = {2: [("flip", 1)], 3: [("rotate", cv2.ROTATE_180)], 4: [("flip", 0)],
+           5: [("rotate", cv2.ROTATE_90_CLOCKWISE), ("flip", 1)], 6: [("rotate", cv2.ROTATE_90_CLOCKWISE)],
+           7: [("rotate", cv2.ROTATE_90_COUNTERCLOCKWISE), ("flip", 1)], 8: [("rotate", cv2.ROTATE_90_COUNTERCLOCKWISE)]}
+
+
+def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """An image as a viewer shows it, given its EXIF orientation (1-8; 1 = as stored)."""
+    for op, arg in _ORIENT.get(orientation, []):
+        img = cv2.rotate(img, arg) if op == "rotate" else cv2.flip(img, arg)
+    return img
+
+
+def _judge_messages(messages: list[str], img, header: Header, path: str, notes: list[str] | None):
+    """Decoder messages: corrupt data is an ImageError; warnings become notes."""
+    fmt = header.format.value
+    bad = [m for m in messages if not any(h in m.lower() for h in _HARMLESS)]
+    if img is None:
+        detail = f" ({(bad or messages)[0][:200]})" if messages else ""
+        raise ImageError(f"truncated or corrupt {fmt} image{detail}", path)
+    if bad:
+        raise ImageError(f"corrupt {fmt} image: the decoder reports '{bad[0][:200]}'", path)
+    if notes is not None:
+        notes.extend(m[:200] for m in messages)
+
+
+def _decode(data: bytes, header: Header, path: str, notes: list[str] | None) -> np.ndarray:
+    # JPEG: ANYCOLOR keeps grayscale visible and applies EXIF orientation (JPEG has no alpha).
+    # Others: UNCHANGED keeps alpha and 16-bit so that they can be reported (libtiff orients
+    # TIFF itself; PNG and WebP are oriented below).
+    jpeg = header.format is ImageFormat.JPEG
+    flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if jpeg else cv2.IMREAD_UNCHANGED
+    with captured_stderr() as messages:
+        try:
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+        except cv2.error as e:
+            raise ImageError(f"cannot decode image ({str(e).strip().splitlines()[-1]})", path) from None
+    _judge_messages(messages, img, header, path, notes)
+    return apply_orientation(img, header.orientation)
+
+
+def decode_image(data: bytes, path: str | Path = "<bytes>", convert: bool = False,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, notes: list[str] | None = None) -> np.ndarray:
+    """Decode encoded image bytes to uint8 RGB (H, W, 3), in the orientation viewers show.
+
+    Args:
+        data: the encoded file.
+        path: what error messages name.
+        convert: convert grayscale, alpha and 16-bit images to 8-bit RGB instead of refusing them.
+        max_pixels: refuse images with more pixels than this, from the header, before decoding.
+        notes: if given, the decoder's harmless warnings about this image are appended to it.
 
     Raises:
-        ImageError: empty, truncated, not an image, too large, or not 8-bit RGB (unless
-            ``convert``).
+        ImageError: empty, truncated, corrupt, not an image, a format slidewin does not read,
+            too large, or not 8-bit RGB (unless ``convert``).
     """
     path = str(path)
     if not data:
         raise ImageError("empty file (0 bytes)", path)
-    size = _declared_size(data)
-    if size is not None and size[0] * size[1] > max_pixels:
-        raise ImageError(
-            f"image too large: {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels exceeds "
-            f"--max-pixels {max_pixels:,}",
-            path,
-        )
-    buf = np.frombuffer(data, np.uint8)
-    is_jpeg = data[:2] == b"\xff\xd8"
-    if is_jpeg and data.rstrip(b"\x00\r\n ")[-2:] != b"\xff\xd9":
-        raise ImageError("truncated JPEG (no end-of-image marker)", path)
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        _check_png(data, path)
-    # JPEG: ANYCOLOR keeps grayscale visible and applies EXIF orientation (JPEG has no alpha).
-    # Others: UNCHANGED keeps alpha and 16-bit so that they can be reported.
-    flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if is_jpeg else cv2.IMREAD_UNCHANGED
-    try:
-        img = cv2.imdecode(buf, flags)
-    except cv2.error as e:
-        raise ImageError(f"cannot decode image ({str(e).strip().splitlines()[-1]})", path) from None
-    if img is None:
-        kind = "truncated or corrupt image" if size is not None else "not an image (or an unsupported format)"
-        raise ImageError(kind, path)
+    header = _header(data, path, max_pixels)
+    _check_structure(data, header, path)
+    img = _decode(data, header, path, notes)
     if img.shape[0] * img.shape[1] > max_pixels:
-        raise ImageError(f"image too large: {img.shape[1]}x{img.shape[0]} exceeds --max-pixels {max_pixels:,}", path)
+        raise ImageError(_too_large((img.shape[1], img.shape[0]), max_pixels), path)
     return _to_rgb8(img, path, convert)
 
 
-def load_image(path: str | Path, convert: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read an image file as uint8 RGB (H, W, 3).
+def _regular_file_size(p: Path) -> int:
+    """The size of a regular file, judged with ``stat`` alone (nothing is opened)."""
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise ImageError("no such file", p) from None
+    except OSError as e:
+        raise ImageError(f"cannot read file ({e.strerror})", p) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError("is a directory, not an image", p)
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "not a regular file")
+        raise ImageError(f"not an image file: {kind}", p)
+    if st.st_size == 0:
+        raise ImageError("empty file (0 bytes)", p)
+    return st.st_size
+
+
+def _read(fd: int, offset: int, count: int) -> bytes:
+    chunks = []
+    while count > 0:
+        chunk = os.pread(fd, min(count, 1 << 26), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_image_file(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """The bytes of an image file, read only once its header allows them.
+
+    ``stat`` first: only regular files are opened (without blocking, and checked again once
+    open). The header is judged from the first `HEAD_BYTES`; the rest is read only when the
+    declared image is within ``max_pixels`` and could need the file's size. A header that runs
+    past the first bytes is judged once the file is read, which is then capped by
+    ``max_pixels`` (`max_file_bytes`).
+
+    Raises:
+        ImageError: naming the file and the problem.
+    """
+    p = Path(path)
+    size = _regular_file_size(p)
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise ImageError(f"cannot read file ({e.strerror})", p) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between stat and open
+            raise ImageError("not an image file: not a regular file", p)
+        head = _read(fd, 0, min(size, HEAD_BYTES))
+        try:
+            check_header(read_header(head), size, max_pixels)
+        except NeedMoreBytes:
+            if len(head) == size:
+                raise
+            if size > max_file_bytes(max_pixels):
+                raise HeaderError(f"{size:,} bytes is far more than an image within --max-pixels "
+                                  f"{max_pixels:,} needs, and its header lies past the first {HEAD_BYTES:,}") from None
+        if size <= len(head):
+            return head
+        return head + _read(fd, len(head), size - len(head))
+    except NeedMoreBytes as e:
+        raise ImageError(f"truncated image ({e})", p) from None
+    except HeaderError as e:
+        raise ImageError(str(e), p) from None
+    except OSError as e:
+        raise ImageError(f"cannot read file ({e.strerror})", p) from None
+    finally:
+        os.close(fd)
+
+
+def load_image(path: str | Path, convert: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+               notes: list[str] | None = None) -> np.ndarray:
+    """Read an image file as uint8 RGB (H, W, 3), in the orientation viewers show.
 
     Args:
-        path: image file.
+        path: image file (a regular file; its name does not matter, its content does).
         convert: convert grayscale, alpha and 16-bit images to 8-bit RGB instead of refusing them.
-        max_pixels: refuse images with more pixels than this (checked before decoding where the
-            header allows).
+        max_pixels: refuse images with more pixels than this, from the header, before the file
+            is read whole or decoded.
+        notes: if given, the decoder's harmless warnings about this image are appended to it.
 
     Raises:
         ImageError: with a one-line message naming the file and the problem.
     """
-    p = Path(path)
-    if not p.exists():
-        raise ImageError("no such file", p)
-    if p.is_dir():
-        raise ImageError("is a directory, not an image", p)
+    data = read_image_file(path, max_pixels)
+    return decode_image(data, path, convert=convert, max_pixels=max_pixels, notes=notes)
+
+
+def probe_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) of an image file from its first bytes, without decoding; None if unknown.
+
+    Cheap enough to call ahead of decoding (e.g. to budget memory); refuses nothing.
+    """
     try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise ImageError(f"cannot read file ({e.strerror})", p) from None
-    return decode_image(data, p, convert=convert, max_pixels=max_pixels)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        with open(path, "rb") as f:
+            header = read_header(f.read(1 << 16))
+    except (OSError, HeaderError):
+        return None
+    return header.width, header.height
 
 
 def save_image(path: str | Path, rgb: np.ndarray, quality: int = 92) -> None:

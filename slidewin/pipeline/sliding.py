@@ -24,19 +24,31 @@ from slidewin.pipeline.config import DetectorConfig, Mode, Scoring
 from slidewin.pipeline.windows import iter_window_batches, level_boxes, resize_level
 from slidewin.runtime.classifier import Classifier
 
+#: One image's plan may hold at most this much memory at once: its largest resized level, plus
+#: in dense mode that level's window probabilities and scores ...
+MAX_PLAN_BYTES = 8 << 30
+#: ... and score at most this many windows (a 12 MP photo with the default windows: ~3,000).
+MAX_WINDOWS = 5_000_000
+
 
 def dense_capable(classifier: Classifier) -> bool:
     """Whether a classifier can run in dense mode: its metadata gives the network stride and the
-    rewrite knows its graph (`slidewin.runtime.dense_graph`; the rewrite is cached for later)."""
-    from slidewin.runtime.dense_graph import ensure_dense_model
+    rewrite knows its graph (`slidewin.runtime.dense_graph`)."""
+    return _dense_path(classifier) is not None
+
+
+def _dense_path(classifier: Classifier):
+    """The file of the classifier's dense form, or None when its graph cannot be rewritten."""
+    from slidewin.runtime.dense_graph import DenseCacheError, ensure_dense_model
 
     if not classifier.meta.feature_stride:
-        return False
+        return None
     try:
-        ensure_dense_model(classifier.path, classifier.meta)
+        return ensure_dense_model(classifier.path, classifier.meta)
+    except DenseCacheError:
+        raise  # the graph can be rewritten: the user must know why it is not used
     except ModelError:
-        return False
-    return True
+        return None
 
 
 class SlidingWindowDetector:
@@ -71,14 +83,13 @@ class SlidingWindowDetector:
         if c.mode is Mode.AUTO:
             # Patch mode for settings dense mode cannot follow, and for graphs the rewrite does
             # not know (e.g. int8 models).
-            if c.step != stride or not c.align or not dense_capable(clf):
-                return None
-            return DenseClassifier(clf, max_tile=c.dense_tile)
+            path = _dense_path(clf) if c.step == stride and c.align else None
+            return None if path is None else DenseClassifier(clf, max_tile=c.dense_tile, path=path)
         if not stride:
             raise SlidewinError("dense mode needs the model's feature_stride in its metadata", clf.path)
         if c.step != stride:
             raise SlidewinError(f"dense mode steps by the network stride: --stride must be {stride}, "
-                                f"got {c.step:g}")
+                                f"got {c.step}")
         return DenseClassifier(clf, max_tile=c.dense_tile)
 
     @property
@@ -101,9 +112,36 @@ class SlidingWindowDetector:
         return scale_windows(windows, image_hw, c.reference_side)
 
     def plan(self, image_hw: tuple[int, int]) -> list[Level]:
+        """The pyramid levels for an image of this size, refused (`SlidewinError`, saying what to
+        change) when they would exceed `MAX_WINDOWS` or `MAX_PLAN_BYTES`: checked from sizes
+        alone, before anything is allocated."""
         c = self.config
         windows = self.windows_for(image_hw)
-        return plan_levels(image_hw, self.classifier.input_hw, windows, c.step, c.scale, c.max_levels, c.align)
+        levels = plan_levels(image_hw, self.classifier.input_hw, windows, c.step, c.scale, c.max_levels, c.align)
+        self._check_plan(image_hw, windows, levels)
+        return levels
+
+    def plan_bytes(self, level: Level) -> int:
+        """Memory one level takes while it is scored: the resized level, and in dense mode the
+        probabilities and target scores of all its windows (patch mode: one batch of them)."""
+        h, w = level.size_hw
+        per_window = 4 * (len(self.classifier.labels) + len(self.labels))
+        scored = level.num_windows if self.dense is not None else min(level.num_windows, self.config.batch_size)
+        return h * w * 3 + scored * per_window
+
+    def _check_plan(self, image_hw: tuple[int, int], windows: list[tuple[int, int]], levels: list[Level]) -> None:
+        count = sum(level.num_windows for level in levels)
+        biggest = max(levels, key=self.plan_bytes)
+        need = self.plan_bytes(biggest)
+        if count <= MAX_WINDOWS and need <= MAX_PLAN_BYTES:
+            return
+        (h, w), (lh, lw) = image_hw, biggest.size_hw
+        small = min(windows, key=lambda hw: hw[0] * hw[1])
+        raise SlidewinError(
+            f"the window settings need {count:,} windows and a {lw}x{lh} pyramid level (~{need / 2**30:.1f} GiB) "
+            f"for this {w}x{h} image, over the limits of {MAX_WINDOWS:,} windows and {MAX_PLAN_BYTES / 2**30:.0f} GiB: "
+            f"use larger --window sizes (the smallest is {small[1]}x{small[0]} here), --reference-side, "
+            "--max-levels, or a larger --stride in patch mode")
 
     def prepare(self, image: np.ndarray) -> None:
         """Nothing to do ahead: windows cost nothing to plan."""

@@ -10,7 +10,8 @@ import numpy as np
 
 from slidewin.errors import ModelError
 from slidewin.runtime.model_meta import ModelKind, ModelMeta
-from slidewin.runtime.sessions import Device, SessionSettings, check_image_input, open_session, read_meta
+from slidewin.runtime.sessions import (Device, SessionSettings, check_finite, check_image_input, open_session,
+                                       read_meta)
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,8 @@ class Classifier:
         if batch.dtype != self.input_dtype:
             batch = batch.astype(self.input_dtype)
         if self._binder is not None:
-            return self._binder.run(batch)
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+            return check_finite(self._binder.run(batch), self.path)
+        return check_finite(self.session.run([self.output_name], {self.input_name: batch})[0], self.path)
 
     @property
     def _binder(self):

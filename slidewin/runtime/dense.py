@@ -23,7 +23,7 @@ import numpy as np
 
 from slidewin.runtime.dense_graph import ensure_dense_model
 from slidewin.runtime.model_meta import DENSE_HEAD_BIAS, DENSE_HEAD_WEIGHT, FEATURE_MAP, PROBABILITY_MAP, Key
-from slidewin.runtime.sessions import open_session
+from slidewin.runtime.sessions import check_finite, open_session
 
 #: Levels of more than DEFAULT_MAX_TILE ** 2 pixels are run in tiles of at most that many. Tiles
 #: recompute their context margins (~450 px a side for EfficientNet-Lite0), so smaller ones cost
@@ -123,15 +123,16 @@ class DenseClassifier:
         classifier: a slidewin classifier; its dense form is built (or read from the cache) here
             and opened on the same execution provider.
         max_tile: one pass holds at most ``max_tile ** 2`` pixels (0: never tile).
+        path: the dense form's file when the caller has it already (`ensure_dense_model`).
 
     Attributes:
         context_hw: (y, x) pixels of context each tile gets around its windows; set it to trade
             exactness for speed (smaller margins recompute less; 0 gives zero-padded tile edges).
     """
 
-    def __init__(self, classifier, max_tile: int = DEFAULT_MAX_TILE):
+    def __init__(self, classifier, max_tile: int = DEFAULT_MAX_TILE, path=None):
         self.classifier = classifier
-        self.path = ensure_dense_model(classifier.path, classifier.meta)
+        self.path = path or ensure_dense_model(classifier.path, classifier.meta)
         # The classifier's device, threads and provider options; memory patterns off, as every
         # level has its own shape (see `SessionSettings.memory_pattern`).
         self.settings = replace(classifier.settings, memory_pattern=False)
@@ -157,7 +158,7 @@ class DenseClassifier:
         x = image[None]
         if x.dtype != self.input_dtype:
             x = x.astype(self.input_dtype)
-        return self.session.run([output], {self.input_name: x})[0][0]
+        return check_finite(self.session.run([output], {self.input_name: x})[0][0], self.classifier.path)
 
     def feature_map(self, level_image: np.ndarray) -> np.ndarray:
         """uint8 (H, W, 3) level -> float32 (C, rows, cols): the last feature map, one cell per

@@ -22,7 +22,7 @@ from slidewin.core.detector import RunStats, Stage, Unit
 from slidewin.core.geometry import letterbox_params, to_image_coords
 from slidewin.errors import ModelError, SlidewinError
 from slidewin.runtime.model_meta import REGION_OUTPUTS, Key, ModelKind, ModelMeta
-from slidewin.runtime.sessions import Device, SessionSettings, check_image_input, open_session, read_meta
+from slidewin.runtime.sessions import Device, SessionSettings, check_finite, check_image_input, open_session, read_meta
 
 # torchvision pads its batches with zeros *after* normalisation, i.e. with the ImageNet mean
 # colour; padding the letterbox with that colour shows the network what it saw in training.
@@ -181,6 +181,8 @@ class RegionProposalDetector:
             batch = batch.astype(self.input_dtype)
         t1 = time.perf_counter()
         boxes, scores, class_ids = self.session.run(list(REGION_OUTPUTS), {self.input_name: batch})
+        check_finite(boxes, self.path)
+        check_finite(scores, self.path)
         t2 = time.perf_counter()
         stats.windows = int(self.meta.get(Key.RPN_PROPOSALS, len(boxes)))
         keep = scores >= self.min_score

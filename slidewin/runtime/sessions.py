@@ -165,6 +165,14 @@ def read_meta(session, path: str | Path) -> ModelMeta:
     return ModelMeta.from_props(props, path)
 
 
+def check_finite(output: np.ndarray, path: str | Path) -> np.ndarray:
+    """A model output, or a ModelError when it holds inf or NaN (softmax of an infinite logit):
+    the model file is broken, which is neither the user's input nor a bug of slidewin."""
+    if not np.isfinite(output).all():
+        raise ModelError("model output holds inf or NaN values: the model's weights or graph are broken", path)
+    return output
+
+
 _ORT_DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ class Decoded:
     image: np.ndarray | None
     error: str | None
     seconds: float
+    warnings: list[str] = field(default_factory=list)
     prepared: object | None = None
 
 
@@ -40,12 +41,12 @@ def decode(path: Path, convert: bool = False, max_pixels: int = DEFAULT_MAX_PIXE
            prepare: Callable[[np.ndarray], object] | None = None) -> Decoded:
     """`load_image` (then ``prepare(image)``), with any failure kept as a one-line error for the
     image's record. ``seconds`` is the decode's alone."""
-    t0 = time.perf_counter()
+    t0, notes = time.perf_counter(), []
     try:
-        image = load_image(path, convert=convert, max_pixels=max_pixels)
+        image = load_image(path, convert=convert, max_pixels=max_pixels, notes=notes)
     except Exception as e:  # recorded for this image; the run goes on
-        return Decoded(None, one_line(e, with_path=False), time.perf_counter() - t0)
-    decoded = Decoded(image, None, time.perf_counter() - t0)
+        return Decoded(None, one_line(e, with_path=False), time.perf_counter() - t0, notes)
+    decoded = Decoded(image, None, time.perf_counter() - t0, notes)
     if prepare is not None:
         try:
             decoded.prepared = prepare(image)

@@ -6,6 +6,9 @@ import sys
 import time
 from pathlib import Path
 
+from slidewin.errors import printable
+from slidewin.io.stderr import STDERR_LOCK, share_lock_with_tqdm
+
 _LOG_EVERY_SECONDS = 30.0
 
 
@@ -20,6 +23,7 @@ class Progress:
     def __init__(self, total: int, initial: int, enabled: bool | None = None):
         from tqdm import tqdm
 
+        share_lock_with_tqdm()  # the bar never writes while a decode captures stderr
         self.total, self.initial = total, initial
         self.bar = tqdm(total=total, initial=initial, unit="img", file=sys.stderr, dynamic_ncols=True,
                         disable=(not sys.stderr.isatty()) if enabled is None else not enabled, smoothing=0.1)
@@ -28,7 +32,7 @@ class Progress:
 
     def failed(self, path: Path, error: str, failed_now: int) -> None:
         """Say that an image failed, and why, without breaking the bar."""
-        self.bar.write(f"slidewin: {path}: {error}", file=sys.stderr)
+        self.bar.write(f"slidewin: {printable(str(path))}: {error}", file=sys.stderr)
         self.bar.set_postfix_str(f"{failed_now} failed", refresh=False)
 
     def advance(self) -> None:
@@ -40,8 +44,9 @@ class Progress:
         if self.bar.disable and now - self.last_log >= _LOG_EVERY_SECONDS and left > 0:
             self.last_log = now
             rate = self.done / (now - self.t_start)
-            print(f"slidewin: {self.initial + self.done}/{self.total} images, {rate:.2f} img/s, "
-                  f"about {left / rate / 60:.1f} min left", file=sys.stderr, flush=True)
+            with STDERR_LOCK:
+                print(f"slidewin: {self.initial + self.done}/{self.total} images, {rate:.2f} img/s, "
+                      f"about {left / rate / 60:.1f} min left", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self.bar.close()

@@ -12,9 +12,11 @@ from slidewin.core.detector import RunStats, Stage
 
 def detection_record(image_path: str | Path, image: np.ndarray | None, model: str | Path,
                      dets: Detections | None = None, stats: RunStats | None = None,
-                     decode_seconds: float = 0.0, error: str | None = None) -> dict:
+                     decode_seconds: float = 0.0, error: str | None = None,
+                     warnings: list[str] | None = None) -> dict:
     """``{"image", "width", "height", "model", "detections", "windows", "seconds"}``, plus
-    ``"error"`` (one line) for an image that could not be processed (then with no detections)."""
+    ``"error"`` (one line) for an image that could not be processed (then with no detections),
+    and ``"warnings"`` (the decoder's harmless messages about the file) when there are any."""
     record = {
         "image": str(image_path),
         "width": None if image is None else int(image.shape[1]),
@@ -27,4 +29,6 @@ def detection_record(image_path: str | Path, image: np.ndarray | None, model: st
     }
     if error is not None:
         record["error"] = error
+    if warnings:
+        record["warnings"] = list(warnings)
     return record

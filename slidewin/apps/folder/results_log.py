@@ -28,16 +28,21 @@ class ResultsLog:
     Args:
         path: the file (created with its folder if missing).
         resume: continue a non-empty file; without it, a non-empty file is an error.
+        base: the folder that relative ``image`` paths in the file are relative to (the working
+            directory of the run that wrote them, see `slidewin.apps.folder.run_settings`;
+            default: the current one).
 
     Attributes:
         done: result key -> True (ok) / False (error) of every image already recorded.
         truncated_bytes: size of the partial last line cut away on opening (0 if none).
-        unreadable: complete lines that were not a JSON record (their images are redone).
+        unreadable: numbers (1-based) of complete lines that are not a JSON record; they stay in
+            the file and their images are done again.
         models: the ``model`` values already recorded.
     """
 
-    def __init__(self, path: Path, resume: bool):
+    def __init__(self, path: Path, resume: bool, base: str | Path | None = None):
         self.path = Path(path)
+        self.base = base
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
         try:
@@ -85,14 +90,15 @@ class ResultsLog:
             os.ftruncate(self.fd, whole)  # a write cut short by a crash: that image is redone
             os.fsync(self.fd)
         self.done: dict[str, bool] = {}
-        self.unreadable = 0
+        self.unreadable: list[int] = []
         self.models: set[str] = set()
-        for line in data[:whole].splitlines():
+        for number, line in enumerate(data[:whole].splitlines(), 1):
             try:
                 record = json.loads(line)
-                key = result_key(record["image"])
+                key = result_key(record["image"], self.base)
             except (ValueError, TypeError, KeyError):
-                self.unreadable += bool(line.strip())
+                if line.strip():
+                    self.unreadable.append(number)
                 continue
             self.done[key] = "error" not in record
             self.models.add(str(record.get("model")))

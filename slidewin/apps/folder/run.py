@@ -5,7 +5,8 @@ appends one record per image (`records`) to ``OUT/results.jsonl`` (`results_log`
 ``--json`` writes for one image, plus an ``"error"`` (one line) for an image that could not be
 processed, with empty detections. A bad image never stops the run. Images are decoded ahead
 (`prefetch`) while the detector works, and a bar or log lines show how far it got (`progress`).
-With ``resume`` the images already recorded are skipped, so no line is ever duplicated.
+With ``resume`` the images already recorded are skipped, so no line is ever duplicated, and
+the settings recorded in ``OUT/run.json`` (`run_settings`) must match.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from slidewin.apps.folder.prefetch import DEFAULT_PREFETCH, Decoded, Prefetcher
 from slidewin.apps.folder.progress import Progress
 from slidewin.apps.folder.records import detection_record
 from slidewin.apps.folder.results_log import RESULTS_NAME, ResultsLog
+from slidewin.apps.folder.run_settings import RunFile
 from slidewin.core.detector import Detector
-from slidewin.errors import one_line
+from slidewin.errors import SlidewinError, one_line, printable
 from slidewin.io.images import DEFAULT_MAX_PIXELS
+from slidewin.io.stderr import STDERR_LOCK
 
 DRAWN_DIR = "drawn"
 #: Exit code of a folder run in which some images failed (their records say why).
@@ -119,46 +122,71 @@ def detect_one(detector: Detector, path: Path, decoded: Decoded, model: str | Pa
     """The record of one decoded image: its detections, or the one-line reason it failed.
 
     Args:
-        drawn: also write the image with its boxes here (atomically).
+        drawn: also write the image with its boxes here (atomically); when that fails (a full
+            disk, a read-only folder) the record says so and the run goes on.
     """
     image, error, dets, stats = decoded.image, decoded.error, None, None
     if image is not None:
         try:
             dets = detector.detect(image, decoded.prepared)
             stats = detector.last_stats
+            if drawn is not None:
+                _draw(image, dets, drawn)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # recorded for this image; the run goes on
             error = one_line(e, with_path=False)
-        if drawn is not None and error is None:
-            from slidewin.io.drawing import draw_detections
-            from slidewin.io.files import atomic_write
-            from slidewin.io.images import save_image
-
-            atomic_write(drawn, lambda tmp: save_image(tmp, draw_detections(image, dets)))
-    return detection_record(path, image, model, dets, stats, decoded.seconds, error)
+            dets = stats = None
+    return detection_record(path, image, model, dets, stats, decoded.seconds, error, decoded.warnings)
 
 
-def _open_log(results: Path, resume: bool, model: str | Path) -> ResultsLog:
-    """The results file, repaired and read, with what was repaired said on stderr."""
-    log = ResultsLog(results, resume)
+def _draw(image, dets, drawn: Path) -> None:
+    from slidewin.io.drawing import draw_detections
+    from slidewin.io.files import atomic_write
+    from slidewin.io.images import save_image
+
+    try:
+        atomic_write(drawn, lambda tmp: save_image(tmp, draw_detections(image, dets)))
+    except OSError as e:
+        raise SlidewinError(f"cannot write the drawn image {drawn} ({e.strerror})") from None
+
+
+def _say(text: str) -> None:
+    with STDERR_LOCK:
+        print(f"slidewin: {printable(text)}", file=sys.stderr)
+
+
+def _open_log(results: Path, resume: bool, model: str | Path, settings: dict | None) -> ResultsLog:
+    """The results file, repaired and read, its run record checked (or written), and what was
+    repaired or found said on stderr."""
+    run = RunFile(results.parent, settings, resume)
+    log = ResultsLog(results, resume, run.base)
+    try:
+        if resume and not run.path.exists() and log.done:
+            _say(f"note: {run.path} is missing (a run of an older slidewin): the settings of the records in "
+                 f"{results} are not known; relative paths in them are taken from here")
+        if not run.recorded:
+            run.write()
+    except BaseException:
+        log.close()
+        raise
     if log.truncated_bytes:
-        print(f"slidewin: {results}: removed a partial last line ({log.truncated_bytes} bytes) left by an "
-              "interrupted write; that image is done again", file=sys.stderr)
+        _say(f"{results}: removed a partial last line ({log.truncated_bytes} bytes) left by an "
+             "interrupted write; that image is done again")
     if log.unreadable:
-        print(f"slidewin: {results}: {log.unreadable} line(s) are not JSON records and were ignored; "
-              "their images are done again", file=sys.stderr)
+        numbers = ", ".join(map(str, log.unreadable[:10])) + (", ..." if len(log.unreadable) > 10 else "")
+        _say(f"{results}: {len(log.unreadable)} corrupt line(s) (line {numbers}) are not JSON records; they are "
+             "left as they are, and their images, if any, are done again")
     others = log.models - {str(model)}
     if others:
-        print(f"slidewin: note: {results} also holds records made with {', '.join(sorted(others))}",
-              file=sys.stderr)
+        _say(f"note: {results} also holds records made with {', '.join(sorted(others))}")
     return log
 
 
 def run_folder(detector: Detector, inputs: list[Path], out_dir: Path, model: str | Path, *,
                root: Path | None = None, resume: bool = False, draw: bool = False, convert: bool = False,
                max_pixels: int = DEFAULT_MAX_PIXELS, prefetch: int = DEFAULT_PREFETCH, workers: int = 2,
-               progress: bool | None = None,
+               progress: bool | None = None, settings: dict | None = None,
                on_record: Callable[[int, dict], None] | None = None) -> FolderSummary:
     """Detect in every image of ``inputs`` and append one record each to ``out_dir/results.jsonl``.
 
@@ -173,6 +201,8 @@ def run_folder(detector: Detector, inputs: list[Path], out_dir: Path, model: str
         convert, max_pixels: as for `load_image`.
         prefetch: images decoded ahead in ``workers`` threads (0: decode inline).
         progress: tqdm bar on stderr (None: when stderr is a terminal).
+        settings: what decides the records (`run_settings`), recorded in ``out_dir/run.json``; a
+            resume with other settings is refused (None: not checked).
         on_record: called with (index in this run, record) after each record is written.
 
     Returns:
@@ -182,7 +212,7 @@ def run_folder(detector: Detector, inputs: list[Path], out_dir: Path, model: str
     results = out_dir / RESULTS_NAME
     if root is None:
         root = Path(os.path.commonpath([os.path.abspath(p.parent) for p in inputs])) if inputs else Path(".")
-    log = _open_log(results, resume, model)
+    log = _open_log(results, resume, model, settings)
     keys = [result_key(p) for p in inputs]
     todo = [p for p, k in zip(inputs, keys) if k not in log.done]
     earlier = [log.done[k] for k in keys if k in log.done]

@@ -1,0 +1,102 @@
+"""``run.json``: what a folder run's records were made with, so that a resume cannot mix others in.
+
+Written (atomically) beside ``results.jsonl`` when a run starts: the detection settings (the
+model's sha256, the `DetectorConfig`, the classes, ``--convert`` and ``--max-pixels``) and the
+working directory that relative image paths in the records are relative to. ``--resume``
+compares the settings it is given with the recorded ones and refuses any difference in one line
+that says what differs, and keys the recorded images from the recorded directory, so resuming
+from another working directory neither redoes nor duplicates them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from slidewin.errors import SlidewinError
+
+RUN_NAME = "run.json"
+_FORMAT = 1
+
+
+def run_settings(model: str | Path, config=None, classes=None, convert: bool = False,
+                 max_pixels: int | None = None, proposals=None) -> dict:
+    """The settings that decide a run's records, as plain JSON values.
+
+    Args:
+        model: the model file (recorded by its sha256: the same weights under another path
+            are the same model).
+        config: the `DetectorConfig` (None for a detector without one).
+        classes: the ``--classes`` value as given.
+        convert, max_pixels: as for `slidewin.io.images.load_image`.
+        proposals: the `ProposalConfig` when proposals are scored instead of windows.
+    """
+    from slidewin.runtime.model_meta import sha256_of
+
+    settings = {
+        "model_sha256": sha256_of(model),
+        "config": None if config is None else asdict(config),
+        "classes": classes,
+        "convert": convert,
+        "max_pixels": max_pixels,
+        "proposals": None if proposals is None else asdict(proposals),
+    }
+    return json.loads(json.dumps(settings))  # tuples -> lists, enums -> strings: as read back
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{d}" for d in _differences(a, b)]
+        elif a != b:
+            out.append(f"{key} {json.dumps(a)} -> {json.dumps(b)}")
+    return out
+
+
+class RunFile:
+    """``OUT/run.json`` of a folder run.
+
+    Attributes:
+        base: the directory the records' relative image paths are relative to.
+        recorded: whether the file exists with these settings (False: `write` it).
+    """
+
+    def __init__(self, out_dir: str | Path, settings: dict | None, resume: bool):
+        self.path = Path(out_dir) / RUN_NAME
+        self.settings = settings
+        self.base = os.getcwd()
+        self.recorded = False
+        if resume and self.path.is_file():
+            self._check(self._read())
+
+    def _read(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+            if not isinstance(data, dict) or not isinstance(data.get("cwd"), str):
+                raise ValueError
+        except (OSError, ValueError):
+            raise SlidewinError("is not a run record written by slidewin (remove it to resume without the "
+                                "settings check)", self.path) from None
+        return data
+
+    def _check(self, recorded: dict) -> None:
+        self.base = recorded["cwd"]
+        if self.settings is None or recorded.get("settings") is None:
+            return
+        diff = _differences(recorded["settings"], self.settings)
+        if diff:
+            raise SlidewinError(f"--resume with other settings than the run recorded here ({'; '.join(diff)}): "
+                                "resume with the same settings, or choose another --out-dir", self.path)
+        self.recorded = True
+
+    def write(self) -> None:
+        """Record the settings and the base directory (whole or not at all)."""
+        from slidewin.io.files import atomic_write_text
+
+        payload = {"format": _FORMAT, "cwd": self.base, "settings": self.settings}
+        atomic_write_text(self.path, json.dumps(payload, indent=2) + "\n")
+        self.recorded = True
