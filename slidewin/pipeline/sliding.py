@@ -34,21 +34,16 @@ MAX_WINDOWS = 5_000_000
 def dense_capable(classifier: Classifier) -> bool:
     """Whether a classifier can run in dense mode: its metadata gives the network stride and the
     rewrite knows its graph (`slidewin.runtime.dense_graph`)."""
-    return _dense_path(classifier) is not None
-
-
-def _dense_path(classifier: Classifier):
-    """The file of the classifier's dense form, or None when its graph cannot be rewritten."""
-    from slidewin.runtime.dense_graph import DenseCacheError, ensure_dense_model
+    from slidewin.runtime.dense import DenseClassifier
+    from slidewin.runtime.dense_graph import UnsupportedGraph
 
     if not classifier.meta.feature_stride:
-        return None
+        return False
     try:
-        return ensure_dense_model(classifier.path, classifier.meta)
-    except DenseCacheError:
-        raise  # the graph can be rewritten: the user must know why it is not used
-    except ModelError:
-        return None
+        DenseClassifier(classifier)
+    except UnsupportedGraph:
+        return False
+    return True
 
 
 class SlidingWindowDetector:
@@ -75,6 +70,7 @@ class SlidingWindowDetector:
     def _dense_classifier(self):
         """The classifier's dense form when the mode asks for it (or allows it, for ``auto``)."""
         from slidewin.runtime.dense import DenseClassifier
+        from slidewin.runtime.dense_graph import UnsupportedGraph
 
         c, clf = self.config, self.classifier
         if c.mode is Mode.PATCH:
@@ -82,9 +78,13 @@ class SlidingWindowDetector:
         stride = clf.meta.feature_stride
         if c.mode is Mode.AUTO:
             # Patch mode for settings dense mode cannot follow, and for graphs the rewrite does
-            # not know (e.g. int8 models).
-            path = _dense_path(clf) if c.step == stride and c.align else None
-            return None if path is None else DenseClassifier(clf, max_tile=c.dense_tile, path=path)
+            # not know (e.g. int8 models). A dense form that cannot be written is an error.
+            if not stride or c.step != stride or not c.align:
+                return None
+            try:
+                return DenseClassifier(clf, max_tile=c.dense_tile)
+            except UnsupportedGraph:
+                return None
         if not stride:
             raise SlidewinError("dense mode needs the model's feature_stride in its metadata", clf.path)
         if c.step != stride:

@@ -21,7 +21,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from slidewin.runtime.dense_graph import ensure_dense_model
+from slidewin.errors import ModelError
+from slidewin.runtime.dense_graph import UnsupportedGraph, build_dense_model, cached_digest, dense_model_paths
 from slidewin.runtime.model_meta import DENSE_HEAD_BIAS, DENSE_HEAD_WEIGHT, FEATURE_MAP, PROBABILITY_MAP, Key
 from slidewin.runtime.sessions import check_finite, open_session
 
@@ -30,6 +31,9 @@ from slidewin.runtime.sessions import check_finite, open_session
 #: time: one 4480 x 4480 level of EfficientNet-Lite0 on 2 CPU cores peaks at 4.5 GB in 8.9 s
 #: untiled, 2.5 GB in 13.5 s with this default (5 strips), 1.3 GB in 29 s at 2048 (24 tiles).
 DEFAULT_MAX_TILE = 3072
+#: A cached dense form is used only if, on a probe image at the trained size, its one probability
+#: cell is within this of the classifier's output: float noise is ~1e-7, another network is far off.
+PROBE_TOLERANCE = 1e-3
 
 
 def tile_spans(length: int, window: int, stride: int, count: int, margin: int) -> list[tuple[int, int, int, int]]:
@@ -120,30 +124,74 @@ class DenseClassifier:
     equals one pass over the whole level up to float noise.
 
     Args:
-        classifier: a slidewin classifier; its dense form is built (or read from the cache) here
-            and opened on the same execution provider.
+        classifier: a slidewin classifier; its dense form is read from the cache when the cached
+            file is today's and computes what the classifier computes, else built and cached
+            (`slidewin.runtime.dense_graph`); it is opened with the classifier's settings.
         max_tile: one pass holds at most ``max_tile ** 2`` pixels (0: never tile).
-        path: the dense form's file when the caller has it already (`ensure_dense_model`).
+
+    Raises:
+        UnsupportedGraph: the rewrite does not know the graph, or does not reproduce its output.
+        DenseCacheError: the dense form could be written nowhere.
 
     Attributes:
         context_hw: (y, x) pixels of context each tile gets around its windows; set it to trade
             exactness for speed (smaller margins recompute less; 0 gives zero-padded tile edges).
     """
 
-    def __init__(self, classifier, max_tile: int = DEFAULT_MAX_TILE, path=None):
+    def __init__(self, classifier, max_tile: int = DEFAULT_MAX_TILE):
         self.classifier = classifier
-        self.path = path or ensure_dense_model(classifier.path, classifier.meta)
         # The classifier's device, threads and provider options; memory patterns off, as every
         # level has its own shape (see `SessionSettings.memory_pattern`).
         self.settings = replace(classifier.settings, memory_pattern=False)
-        self.session = open_session(self.path, self.settings, what="dense model")
-        self.input_name = self.session.get_inputs()[0].name
         self.input_dtype = classifier.input_dtype
+        self.path, self.session = self._open()
+        self.input_name = self.session.get_inputs()[0].name
         self.max_tile = max_tile
         self.stride = classifier.meta.feature_stride
         props = dict(self.session.get_modelmeta().custom_metadata_map)
         self.context_hw = self._context(props.get(Key.DENSE_CONTEXT, ""))
         self._head: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _open(self):
+        """(path, session) of a cached dense form that passes the checks, or of a fresh one."""
+        clf = self.classifier
+        for candidate in dense_model_paths(clf.path):
+            session = self._usable(candidate)
+            if session is not None:
+                return candidate, session
+        path = build_dense_model(clf.path, clf.meta)
+        session = open_session(path, self.settings, what="dense model")
+        if not self._matches(session):
+            raise UnsupportedGraph("the dense rewrite does not reproduce the classifier's output: use --mode patch",
+                                   clf.path)
+        return path, session
+
+    def _usable(self, candidate):
+        """The session of a cached dense form, if it is today's and computes what the classifier does."""
+        if not candidate.is_file():
+            return None
+        try:
+            session = open_session(candidate, self.settings, what="dense model")
+        except ModelError:  # damaged: rebuild it
+            return None
+        props = dict(session.get_modelmeta().custom_metadata_map)
+        digest = cached_digest(props, self.classifier.path)
+        if digest is None or props.get(Key.DENSE_SOURCE) != digest or not self._matches(session):
+            return None
+        return session
+
+    def _matches(self, session) -> bool:
+        """Whether a dense session's single cell at the trained size equals the classifier's output."""
+        clf = self.classifier
+        h, w = clf.input_hw
+        yy, xx = np.mgrid[0:h, 0:w]
+        probe = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), (xx * yy) % 256], -1).astype(np.uint8)
+        want = clf.predict(probe[None])[0]
+        try:
+            got = session.run([PROBABILITY_MAP], {session.get_inputs()[0].name: probe[None].astype(self.input_dtype)})[0][0]
+        except Exception:  # a file with other inputs or outputs: not ours
+            return False
+        return got.shape == (1, 1, len(want)) and bool(np.abs(got[0, 0] - want).max() <= PROBE_TOLERANCE)
 
     def _context(self, value: str) -> tuple[int, int]:
         try:

@@ -9,12 +9,20 @@ network's stride, for all windows of an image at once, sharing the convolutions.
 
 The rewrite works on any slidewin classifier whose graph ends in
 ``GlobalAveragePool -> (Reshape|Squeeze|Flatten)* -> MatMul [+ Add] | Gemm -> Softmax``
-(both exporters produce that). The rewrite is built in memory from everything the model reads
-(the .onnx file and its external data files) each time a detector opens the model, and written
-beside the model (or in the cache folder when that cannot be written) only when the file there
-differs from it: a cache made from older weights, or forged, is never used, because it is
-never trusted, only compared (`ensure_dense_model`). Building costs 0.3 s for
-EfficientNet-Lite0 and 1.5 s for ResNet50 on the 2-core CPU, once per process.
+(both exporters produce that). It is built once (`build_dense_model`) and cached beside the model,
+or in the cache folder when that cannot be written. A cached file is used only when it passes
+two checks, which `slidewin.runtime.dense.DenseClassifier` makes each time it opens one:
+
+- it records the digest of everything the model reads (the .onnx file and its external data
+  files, `source_digest`), and that digest is still today's: a rewritten weight file makes it
+  stale;
+- it computes what the classifier computes: at the trained input size its one probability cell
+  equals the classifier's output on a probe image. A file that carries the right digest but
+  holds another network fails this.
+
+Either failure rebuilds it. The checks cost a hash of the model files and two small inferences
+(tens of milliseconds), where rebuilding costs 0.3 s for EfficientNet-Lite0 and about 1.5 s for
+ResNet50 on the 2-core CPU.
 
 The rewritten model also records how much context a tile of a level needs around its windows
 (`receptive_field`, `context_margin`), which `slidewin.runtime.dense` uses to run big levels in
@@ -24,6 +32,7 @@ tiles that equal the untiled pass.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from dataclasses import replace
 from pathlib import Path
 
@@ -72,7 +81,7 @@ def _find_head(graph, output_name: str):
     prod = _producers(graph)
     softmax = prod.get(output_name)
     if softmax is None or softmax.op_type != "Softmax":
-        raise ModelError("dense mode needs a graph ending in Softmax")
+        raise UnsupportedGraph("dense mode needs a graph ending in Softmax")
     head = [softmax]
     node = prod.get(softmax.input[0])
     bias = None
@@ -85,15 +94,15 @@ def _find_head(graph, output_name: str):
             bias = _constant(graph, b)
         node = prod.get(a)
     if node is None or node.op_type not in ("MatMul", "Gemm"):
-        raise ModelError("dense mode needs a dense (MatMul/Gemm) layer before the Softmax")
+        raise UnsupportedGraph("dense mode needs a dense (MatMul/Gemm) layer before the Softmax")
     head.append(node)
     weight = _constant(graph, node.input[1])
     if weight is None:
-        raise ModelError("dense mode needs the dense layer's weights as constants")
+        raise UnsupportedGraph("dense mode needs the dense layer's weights as constants")
     if node.op_type == "Gemm":
         attrs = {a.name: a for a in node.attribute}
         if "transA" in attrs and attrs["transA"].i:
-            raise ModelError("dense mode does not support Gemm with transA")
+            raise UnsupportedGraph("dense mode does not support Gemm with transA")
         if "transB" in attrs and attrs["transB"].i:
             weight = weight.T
         alpha = attrs["alpha"].f if "alpha" in attrs else 1.0
@@ -109,7 +118,7 @@ def _find_head(graph, output_name: str):
         head.append(node)
         node = prod.get(node.input[0])
     if node is None or node.op_type != "GlobalAveragePool":
-        raise ModelError("dense mode needs global average pooling before the dense layer")
+        raise UnsupportedGraph("dense mode needs global average pooling before the dense layer")
     head.append(node)
     return node, weight.astype(np.float32), bias.astype(np.float32), head
 
@@ -126,7 +135,7 @@ def _feature_hw(model, feature_name: str, meta: ModelMeta) -> tuple[int, int]:
                 return dims[2], dims[3]
     if meta.feature_stride:
         return meta.input_hw[0] // meta.feature_stride, meta.input_hw[1] // meta.feature_stride
-    raise ModelError("cannot tell the feature-map size (no shape information, no feature_stride)")
+    raise UnsupportedGraph("cannot tell the feature-map size (no shape information, no feature_stride)")
 
 
 def _kernel(node, initializers: dict):
@@ -267,49 +276,78 @@ class DenseCacheError(ModelError):
     """The dense form could be built but written nowhere (not beside the model, not in the cache)."""
 
 
-def source_digest(path: Path, model) -> str:
-    """``sha256:<hex>`` of everything a model reads: its .onnx file and its external data files."""
-    import hashlib
+class UnsupportedGraph(ModelError):
+    """The rewrite does not know this classifier's graph (dense mode is not possible: patch mode)."""
 
+
+def external_files(model) -> list[str]:
+    """The external data files an ``onnx.ModelProto`` reads, relative to its folder, sorted."""
     from onnx.external_data_helper import uses_external_data
 
     locations = set()
     for tensor in model.graph.initializer:
         if uses_external_data(tensor):
             locations.update(e.value for e in tensor.external_data if e.key == "location")
-    h = hashlib.sha256(sha256_of(path).encode())
-    for location in sorted(locations):
-        h.update(location.encode() + sha256_of(path.parent / location).encode())
+    return sorted(locations)
+
+
+@lru_cache(maxsize=32)
+def _file_sha(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_of(path)
+
+
+def file_sha(path: Path) -> str:
+    """`sha256_of`, once per file version in a process (a rewrite changes its size or mtime)."""
+    st = Path(path).stat()
+    return _file_sha(str(path), st.st_size, st.st_mtime_ns)
+
+
+def source_digest(path: Path, files: list[str]) -> str:
+    """``sha256:<hex>`` of everything a model reads: its .onnx file and its external data ``files``.
+
+    A rewritten weight file changes it (dense mode must not answer with the old weights); a
+    changed list of files changes the .onnx file, so it changes too.
+    """
+    import hashlib
+
+    h = hashlib.sha256(file_sha(path).encode())
+    for location in files:
+        h.update(location.encode() + file_sha(path.parent / location).encode())
     return "sha256:" + h.hexdigest()
 
 
-def dense_model_paths(path: Path, data: bytes) -> list[Path]:
+def dense_model_paths(path: Path) -> list[Path]:
     """Where the dense form of ``path`` may be cached, in order: beside it, then in the cache
-    folder under a name that holds a hash of its bytes."""
-    import hashlib
-
+    folder under a name that holds the hash of the model file (several models named alike)."""
     from slidewin.io.files import cache_dir
 
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    return [path.with_name(path.stem + ".dense.onnx"), cache_dir() / f"{path.stem}-{digest}.dense.onnx"]
+    return [path.with_name(path.stem + ".dense.onnx"),
+            cache_dir() / f"{path.stem}-{file_sha(path)[7:23]}.dense.onnx"]
 
 
-def _same_bytes(target: Path, data: bytes) -> bool:
+def cached_digest(props: dict[str, str], path: Path) -> str | None:
+    """The source digest a cached dense form must carry today, from the files it records (None
+    when it records none, or in another format)."""
+    import json
+
+    if props.get(Key.DENSE_FORMAT) != DENSE_FORMAT or Key.DENSE_SOURCE_FILES not in props:
+        return None
     try:
-        return target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data
-    except OSError:
-        return False
+        files = json.loads(props[Key.DENSE_SOURCE_FILES])
+        return source_digest(path, [str(f) for f in files])
+    except (ValueError, TypeError, OSError):
+        return None
 
 
-def ensure_dense_model(path: str | Path, meta: ModelMeta) -> Path:
-    """The dense form of a classifier as a file: built from the model, then found or written.
-
-    A file already in place is used only when it holds exactly these bytes; otherwise it is
-    replaced (atomically). When neither place can be written the error names both.
+def build_dense_model(path: str | Path, meta: ModelMeta) -> Path:
+    """Rewrite the classifier into its dense form and write it to the first place that takes it.
 
     Raises:
-        ModelError: the graph cannot be rewritten (`DenseCacheError`: the rewrite cannot be written).
+        UnsupportedGraph: the rewrite does not know the graph.
+        DenseCacheError: it could be written nowhere (the error names both places).
     """
+    import json
+
     import onnx
 
     from slidewin.io.files import atomic_write_bytes
@@ -318,18 +356,18 @@ def ensure_dense_model(path: str | Path, meta: ModelMeta) -> Path:
     try:
         source = onnx.load(str(path))
     except Exception as e:  # onnx raises several types for a file ONNX Runtime did open
-        raise ModelError(f"dense mode cannot read the model's graph ({str(e).strip()[:200]})", path) from None
-    model = make_dense(source, meta, source_digest(path, source))
+        raise UnsupportedGraph(f"dense mode cannot read the model's graph ({str(e).strip()[:200]})", path) from None
+    files = external_files(onnx.load(str(path), load_external_data=False))
+    model = make_dense(source, meta, source_digest(path, files))
+    model.metadata_props.add(key=Key.DENSE_SOURCE_FILES.value, value=json.dumps(files))
+    onnx.checker.check_model(model)
     data = model.SerializeToString()
     reasons = []
-    for target in dense_model_paths(path, data):
-        if _same_bytes(target, data):
-            return target
+    for target in dense_model_paths(path):
         if target.is_dir():
             reasons.append(f"{target} is a directory")
             continue
         try:
-            onnx.checker.check_model(model)
             atomic_write_bytes(target, data)
             return target
         except OSError as e:

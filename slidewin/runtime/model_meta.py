@@ -97,6 +97,7 @@ class Key(StrEnum):
     DENSE_SOURCE = "dense_source_sha256"
     DENSE_CONTEXT = "dense_context"
     DENSE_FORMAT = "dense_format"
+    DENSE_SOURCE_FILES = "dense_source_files"
 
 
 # Keys that become ModelMeta fields; every other key is kept in ``extra``.

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from slidewin.errors import ModelError
 from slidewin.runtime.classifier import Classifier
 from slidewin.runtime.dense import DenseClassifier, plan_tiles, tile_spans
-from slidewin.runtime.dense_graph import context_margin, ensure_dense_model, make_dense
-from slidewin.runtime.model_meta import Key, read_props
+from slidewin.runtime.dense_graph import context_margin, make_dense
+from slidewin.runtime.model_meta import DENSE_HEAD_WEIGHT, Key, read_props
 
 
 def test_rewrite_is_exact_at_the_trained_size(classifier):
@@ -30,18 +30,70 @@ def test_rewrite_is_exact_at_the_trained_size(classifier):
 
 
 def test_dense_cache_is_reused_and_rebuilt_when_stale(classifier):
-    path = ensure_dense_model(classifier.path, classifier.meta)
+    path = DenseClassifier(classifier).path
     mtime = path.stat().st_mtime_ns
-    assert ensure_dense_model(classifier.path, classifier.meta) == path
+    assert DenseClassifier(classifier).path == path
     assert path.stat().st_mtime_ns == mtime                    # reused, not rewritten
     model = onnx.load(str(path))
     for p in model.metadata_props:
         if p.key == Key.DENSE_SOURCE:
             p.value = "sha256:stale"
     onnx.save(model, str(path))
-    ensure_dense_model(classifier.path, classifier.meta)
+    DenseClassifier(classifier)
     props = read_props(onnx.load(str(path), load_external_data=False))
     assert props[Key.DENSE_SOURCE] != "sha256:stale" and props[Key.DENSE] == "true"
+
+
+def _zero_head(model) -> None:
+    from onnx import numpy_helper
+
+    for t in model.graph.initializer:
+        if t.name == DENSE_HEAD_WEIGHT:
+            t.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(t)), t.name))
+
+
+def test_a_forged_cache_with_the_right_digest_is_rebuilt(tiny_conv):
+    dense = DenseClassifier(tiny_conv)
+    forged = onnx.load(str(dense.path))
+    _zero_head(forged)                                         # another network, same metadata
+    onnx.save(forged, str(dense.path))
+    again = DenseClassifier(tiny_conv)
+    image = np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(again.predict_map(image)[0, 0], tiny_conv.predict(image[None])[0], atol=1e-6)
+    assert again.path == dense.path                            # rewritten in place
+
+
+def test_rewritten_external_weights_make_the_cache_stale(tiny_conv, tmp_path):
+    """The model's weights live in an external file; rewriting that file must reach dense mode."""
+    from onnx import numpy_helper
+
+    from slidewin.runtime.classifier import Classifier
+
+    src = onnx.load(str(tiny_conv.path))
+    model_path = tmp_path / "ext" / "m.onnx"
+    model_path.parent.mkdir()
+    onnx.save(src, str(model_path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.weights", size_threshold=0)
+    first = DenseClassifier(Classifier(model_path))
+    image = np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    before = first.predict_map(image)[0, 0]
+    src = onnx.load(str(tiny_conv.path))                       # (saving moved its weights out)
+    for t in src.graph.initializer:                            # new weights, same .onnx file
+        if t.name == "wd":
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * -1.0, "wd"))
+    onnx.save(src, str(tmp_path / "new.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.weights", size_threshold=0)
+    (tmp_path / "m.weights").replace(model_path.parent / "m.weights")
+    clf = Classifier(model_path)
+    after = DenseClassifier(clf).predict_map(image)[0, 0]
+    assert np.abs(after - before).max() > 1e-3
+    np.testing.assert_allclose(after, clf.predict(image[None])[0], atol=1e-6)
+
+
+def test_a_damaged_cache_file_is_rebuilt(tiny_conv):
+    path = DenseClassifier(tiny_conv).path
+    path.write_bytes(b"not an onnx model")
+    assert DenseClassifier(tiny_conv).path == path and onnx.load(str(path)).graph.node
 
 
 def test_rewrite_refuses_a_graph_without_a_pooled_dense_head(tmp_path):
