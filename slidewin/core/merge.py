@@ -28,7 +28,6 @@ import numpy as np
 from slidewin.core.boxes import box_ios, box_iou
 from slidewin.core.detections import Detections
 from slidewin.core.nms import batched_nms
-from slidewin.core.soft_nms import soft_nms
 
 
 class Merge(str, Enum):
@@ -89,6 +88,8 @@ def soft_merge(candidates: Detections, sigma: float = SOFT_SIGMA, min_score: flo
     """
     if len(candidates) == 0:
         return candidates
+    from slidewin.core.soft_nms import soft_nms  # numba: loaded only when asked for
+
     floor = max(SOFT_FLOOR, float(candidates.scores.min())) if min_score is None else min_score
     idx, scores = soft_nms(candidates.xyxy, candidates.scores, candidates.class_ids, sigma=sigma,
                            score_threshold=floor)

@@ -10,10 +10,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slidewin.core.nms import batched_nms, nms
+from slidewin.core.nms import _run as run_nms
+from slidewin.core.nms import batched_nms, nms, validate_boxes
 from slidewin.core.soft_nms import _soft_nms, soft_nms
 
 THRESHOLDS = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]
+
+
+@pytest.fixture(autouse=True, params=["numpy", "kernel"])
+def nms_path(request, monkeypatch):
+    """Every NMS test runs on both paths: the NumPy loop (small inputs while numba is not loaded)
+    and the numba kernel. Both must give the naive reference's indices."""
+    import slidewin.core.nms as module
+
+    run = module._run
+    monkeypatch.setattr(module, "_run", lambda *args: run(*args, path=request.param))
+    return request.param
 assert_equal = np.testing.assert_array_equal
 
 
@@ -486,3 +498,18 @@ def test_soft_nms_invalid_input_raises_one_line_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message) as info:
         soft_nms(np.zeros((3, 4)), np.zeros(3), **kwargs)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("n", [1, 50, 800, 3000])
+def test_numpy_path_equals_the_kernel_index_for_index(n):
+    """The one-photo path (NumPy, numba not loaded) returns what the kernel returns, on windows
+    of a real-size image and on random boxes at many thresholds."""
+    rng = np.random.default_rng(n)
+    for layout in ("uniform", "clustered", "near-duplicates"):
+        xyxy, scores = random_boxes(rng, n, layout)
+        classes = rng.integers(0, 5, n)
+        coords, s = validate_boxes(xyxy, scores, 0.5)
+        _, groups = np.unique(classes, return_inverse=True)
+        for t in (0.0, 0.3, 0.5, 0.7, 1.0):
+            assert_equal(run_nms(coords, s, groups.ravel(), t, path="numpy"),
+                         run_nms(coords, s, groups.ravel(), t, path="kernel"))

@@ -1,0 +1,127 @@
+"""One photo, one command: whole-process wall time of the CLI against the time inside ONNX Runtime.
+
+Users call ``slidewin detect photo.jpg`` from scripts, one photo at a time, and judge the tool by
+that wall time. This runs the CLI as a user would, each run a separate process (warm disk, dense
+model already cached, one unmeasured warm-up run first), for ``classify``, ``detect --mode dense``
+and ``detect --mode patch`` on one 640 px coco-dev photo, and reports per command:
+
+- whole-process wall time (median of ``--runs``);
+- time to first output (the first byte on stdout);
+- the stage times of the JSON record (``inference`` is the time inside ONNX Runtime), and the
+  ratio whole-process / inference (issue 14's target: at most 1.5 for dense ``detect``).
+
+``--before PATH`` adds the same rows for another ``slidewin`` executable (an older checkout's
+venv), measured interleaved with this one, so before/after are side by side in one run.
+
+    python benchmarks/bench_startup.py [--runs 7] [--before ../baseline/.venv/bin/slidewin]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import COCO_DEV, ROOT, ensure_model, machine, machine_line, print_table, write_chart, write_json
+
+PHOTO = "000000000790.jpg"  # 640 x 426
+
+
+def commands(model: Path, photo: Path, json_out: Path) -> dict[str, list[str]]:
+    return {
+        "classify": ["classify", str(photo), "--model", str(model)],
+        "detect --mode dense": ["detect", str(photo), "--model", str(model), "--mode", "dense",
+                                "--json", str(json_out)],
+        "detect --mode patch": ["detect", str(photo), "--model", str(model), "--mode", "patch",
+                                "--json", str(json_out)],
+    }
+
+
+def run_once(exe: str, argv: list[str], json_out: Path) -> dict:
+    """Wall time, time to first stdout byte, and the JSON record's stages of one process."""
+    json_out.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([exe, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.read(1)
+    t_first = time.perf_counter() - t0
+    rest, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"bench_startup: {exe} {' '.join(argv)} failed: {err.decode()[-500:]}")
+    stages = json.loads(json_out.read_text())["seconds"] if json_out.exists() else {}
+    return {"wall": wall, "first_output": t_first if first else wall, "stages": stages}
+
+
+def summarise(runs: list[dict]) -> dict:
+    stages = sorted({k for r in runs for k in r["stages"]})
+    return {"wall_s": statistics.median(r["wall"] for r in runs),
+            "first_output_s": statistics.median(r["first_output"] for r in runs),
+            "stages_s": {k: statistics.median(r["stages"].get(k, 0.0) for r in runs) for k in stages},
+            "runs": runs}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--before", default=None, help="another slidewin executable to measure beside this tree's")
+    ap.add_argument("--photo", type=Path, default=COCO_DEV / "images" / PHOTO)
+    args = ap.parse_args(argv)
+    here = shutil.which("slidewin", path=str(Path(sys.executable).parent)) or "slidewin"
+    exes = {"after": here} if args.before is None else {"before": args.before, "after": here}
+    m = machine()
+    print(f"machine: {machine_line(m)}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = tmp / "model.onnx"
+        shutil.copy(ensure_model("efficientnet-lite0"), model)  # its dense cache lives in tmp
+        json_out = tmp / "record.json"
+        cmds = commands(model, args.photo, json_out)
+        for exe in exes.values():  # warm-up: disk cache, dense model written (each version's own)
+            for name, cmd in cmds.items():
+                run_once(exe, cmd, json_out)
+        results = {(label, name): [] for label in exes for name in cmds}
+        for _ in range(args.runs):
+            for name, cmd in cmds.items():
+                for label, exe in exes.items():  # interleaved: load drifts hit both alike
+                    results[label, name].append(run_once(exe, cmd, json_out))
+    out, rows = {}, []
+    for (label, name), runs in results.items():
+        s = summarise(runs)
+        out.setdefault(name, {})[label] = s
+        inf = s["stages_s"].get("inference")
+        rows.append([name, label, f"{s['wall_s']:.2f}", f"{s['first_output_s']:.2f}",
+                     "-" if not inf else f"{inf:.2f}", "-" if not inf else f"{s['wall_s'] / inf:.2f}",
+                     ", ".join(f"{k} {v:.3f}" for k, v in s["stages_s"].items()) or "-"])
+    print_table(["command", "version", "whole process s (median)", "first output s", "inside ONNX Runtime s",
+                 "whole / ORT", "stages in the record (s)"], rows,
+                title=f"One 640x426 photo, {args.runs} runs each, separate processes ({machine_line(m)})")
+    write_json("startup", {"machine": m, "photo": str(args.photo), "runs": args.runs,
+                           "executables": exes, "results": out, "load_avg_1min": os.getloadavg()[0]})
+
+    def draw(ax):
+        names = list(out)
+        width = 0.8 / len(exes)
+        for k, label in enumerate(exes):
+            walls = [out[n][label]["wall_s"] for n in names]
+            infs = [out[n][label]["stages_s"].get("inference", 0.0) for n in names]
+            xs = [i + k * width for i in range(len(names))]
+            ax.bar(xs, walls, width, label=f"{label}: whole process")
+            ax.bar(xs, infs, width * 0.5, label=f"{label}: inside ONNX Runtime")
+        ax.set_xticks([i + width * (len(exes) - 1) / 2 for i in range(len(names))], names)
+        ax.set_ylabel("seconds")
+        ax.legend(fontsize=8)
+        ax.set_title("One photo, one process", fontsize=9)
+
+    write_chart("startup", draw)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
