@@ -13,7 +13,11 @@ and ``detect --mode patch`` on one 640 px coco-dev photo, and reports per comman
 ``--before PATH`` adds the same rows for another ``slidewin`` executable (an older checkout's
 venv), measured interleaved with this one, so before/after are side by side in one run.
 
-    python benchmarks/bench_startup.py [--runs 7] [--before ../baseline/.venv/bin/slidewin]
+``--folder N`` also runs one folder run over N coco-dev photos (dense mode) and compares the
+per-image wall time after the first record (start-up paid once) with what the records say each
+image needed: ONNX Runtime plus decode (issue 14: within 10%).
+
+    python benchmarks/bench_startup.py [--runs 7] [--before ../baseline/.venv/bin/slidewin] [--folder 50]
 """
 
 from __future__ import annotations
@@ -67,11 +71,39 @@ def summarise(runs: list[dict]) -> dict:
             "runs": runs}
 
 
+def folder_run(exe: str, model: Path, n: int, tmp: Path) -> dict:
+    """Per-image wall time of a folder run after its first record, against the records' own
+    inference + decode seconds (decode runs ahead in a thread: it overlaps when prefetched)."""
+    photos = tmp / "photos"
+    photos.mkdir()
+    for p in sorted((COCO_DEV / "images").glob("*.jpg"))[:n]:
+        (photos / p.name).symlink_to(p)
+    out = tmp / "out"
+    proc = subprocess.Popen([exe, "detect", str(photos), "--model", str(model), "--mode", "dense",
+                             "--out-dir", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    results = out / "results.jsonl"
+    while not (results.exists() and results.stat().st_size):  # the first record: start-up is paid
+        if proc.poll() is not None:
+            raise SystemExit(f"bench_startup: folder run failed: {proc.stderr.read().decode()[-500:]}")
+        time.sleep(0.01)
+    t_first = time.perf_counter()
+    proc.wait()
+    t_end = time.perf_counter()
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    rest = records[1:]
+    per_image = (t_end - t_first) / max(1, len(rest))
+    need = statistics.mean(r["seconds"]["inference"] + r["seconds"]["decode"] for r in rest)
+    inference = statistics.mean(r["seconds"]["inference"] for r in rest)
+    return {"images": len(records), "wall_per_image_s": per_image, "inference_plus_decode_s": need,
+            "inference_s": inference, "ratio": per_image / need}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--before", default=None, help="another slidewin executable to measure beside this tree's")
     ap.add_argument("--photo", type=Path, default=COCO_DEV / "images" / PHOTO)
+    ap.add_argument("--folder", type=int, default=0, metavar="N", help="also a folder run over N photos")
     args = ap.parse_args(argv)
     here = shutil.which("slidewin", path=str(Path(sys.executable).parent)) or "slidewin"
     exes = {"after": here} if args.before is None else {"before": args.before, "after": here}
@@ -91,6 +123,7 @@ def main(argv=None) -> int:
             for name, cmd in cmds.items():
                 for label, exe in exes.items():  # interleaved: load drifts hit both alike
                     results[label, name].append(run_once(exe, cmd, json_out))
+        folder = folder_run(here, model, args.folder, tmp) if args.folder else None
     out, rows = {}, []
     for (label, name), runs in results.items():
         s = summarise(runs)
@@ -102,8 +135,12 @@ def main(argv=None) -> int:
     print_table(["command", "version", "whole process s (median)", "first output s", "inside ONNX Runtime s",
                  "whole / ORT", "stages in the record (s)"], rows,
                 title=f"One 640x426 photo, {args.runs} runs each, separate processes ({machine_line(m)})")
-    write_json("startup", {"machine": m, "photo": str(args.photo), "runs": args.runs,
-                           "executables": exes, "results": out, "load_avg_1min": os.getloadavg()[0]})
+    if folder:
+        print(f"\nfolder run, {folder['images']} photos, dense: {folder['wall_per_image_s']:.3f} s per image after "
+              f"the first record; the records need {folder['inference_plus_decode_s']:.3f} s (ONNX Runtime "
+              f"{folder['inference_s']:.3f} + decode): {folder['ratio']:.2f}x")
+    write_json("startup", {"machine": m, "photo": str(args.photo), "runs": args.runs, "executables": exes,
+                           "results": out, "folder_run": folder, "load_avg_1min": os.getloadavg()[0]})
 
     def draw(ax):
         names = list(out)

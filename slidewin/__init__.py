@@ -21,24 +21,51 @@ The package follows the data flow:
 No training framework is imported here: TensorFlow and torch live in ``slidewin_export``.
 """
 
-from slidewin.core.detections import Detections
-from slidewin.core.detector import Detector, RunStats, Stage
-from slidewin.core.geometry import Level, plan_levels, to_image_coords, window_starts
-from slidewin.core.targets import Targets
-from slidewin.errors import ImageError, ModelError, SlidewinError, UntrainedModelError
-from slidewin.io.drawing import draw_detections
-from slidewin.io.images import load_image, save_image
-from slidewin.pipeline.config import DetectorConfig, Mode
-from slidewin.pipeline.factory import build_detector
-from slidewin.pipeline.sliding import SlidingWindowDetector
-from slidewin.runtime.classifier import Classifier, Prediction
-from slidewin.runtime.model_meta import ModelKind, ModelMeta
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Classifier", "Prediction", "Detections", "Detector", "DetectorConfig", "Mode", "RunStats", "Stage",
-    "SlidingWindowDetector", "draw_detections", "ImageError", "ModelError", "SlidewinError",
-    "UntrainedModelError", "Level", "plan_levels", "to_image_coords", "window_starts", "load_image",
-    "save_image", "build_detector", "ModelKind", "ModelMeta", "Targets", "__version__",
-]
+# The public API, imported on first use (PEP 562): `import slidewin` costs nothing, and a command
+# loads only what it runs (`slidewin classify` never loads the detectors).
+_EXPORTS = {
+    "Detections": "slidewin.core.detections",
+    "Detector": "slidewin.core.detector",
+    "RunStats": "slidewin.core.detector",
+    "Stage": "slidewin.core.detector",
+    "Level": "slidewin.core.geometry",
+    "plan_levels": "slidewin.core.geometry",
+    "to_image_coords": "slidewin.core.geometry",
+    "window_starts": "slidewin.core.geometry",
+    "Targets": "slidewin.core.targets",
+    "ImageError": "slidewin.errors",
+    "ModelError": "slidewin.errors",
+    "SlidewinError": "slidewin.errors",
+    "UntrainedModelError": "slidewin.errors",
+    "draw_detections": "slidewin.io.drawing",
+    "load_image": "slidewin.io.images",
+    "save_image": "slidewin.io.images",
+    "DetectorConfig": "slidewin.pipeline.config",
+    "Mode": "slidewin.pipeline.config",
+    "build_detector": "slidewin.pipeline.factory",
+    "SlidingWindowDetector": "slidewin.pipeline.sliding",
+    "ProposalConfig": "slidewin.proposals.detector",
+    "ProposalDetector": "slidewin.proposals.detector",
+    "Classifier": "slidewin.runtime.classifier",
+    "Prediction": "slidewin.runtime.classifier",
+    "ModelKind": "slidewin.runtime.model_meta",
+    "ModelMeta": "slidewin.runtime.model_meta",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'slidewin' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -152,9 +152,20 @@ def test_console_script_missing_file_exits_nonzero_without_traceback(tmp_path):
 
 def test_import_slidewin_pulls_in_no_training_framework():
     code = "import sys, slidewin, slidewin.cli; slidewin.cli.build_parser(); " \
-           "bad = [m for m in ('tensorflow', 'torch', 'keras', 'tf2onnx') if m in sys.modules]; print(bad)"
+           "bad = [m for m in ('tensorflow', 'torch', 'keras', 'tf2onnx', 'ray', 'numba') if m in sys.modules]; " \
+           "print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_one_photo_detect_never_loads_numba(tiny_conv, chelsea, tmp_path):
+    """Few candidates take NumPy's NMS: a one-photo run does not pay for loading numba (issue 14)."""
+    code = ("import sys; from slidewin.cli import main; "
+            f"code = main(['detect', {str(chelsea)!r}, '--model', {str(tiny_conv.path)!r}, '--min-score', '0', "
+            f"'--json', {str(tmp_path / 'd.json')!r}]); print(code, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split()[-2:] == ["0", "False"], out
+    assert json.loads((tmp_path / "d.json").read_text())["detections"]
 
 
 def test_default_windows_grow_with_big_photos_but_given_windows_stay_pixels(effnet_onnx, tmp_path, capsys, save_rgb):
