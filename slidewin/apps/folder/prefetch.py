@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from slidewin.errors import one_line
-from slidewin.io.images import DEFAULT_MAX_PIXELS, load_image, probe_size
+from slidewin.io.images import DEFAULT_MAX_PIXELS, decode_image, load_image, probe_size
 
 #: Images decoded ahead of the one being detected in, by default.
 DEFAULT_PREFETCH = 4
@@ -34,11 +34,16 @@ class Decoded:
     seconds: float
 
 
-def decode(path: Path, convert: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
-    """`load_image`, with any failure kept as a one-line error for the image's record."""
+def decode(path: Path, convert: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+           data: bytes | None = None) -> Decoded:
+    """`load_image` (or `decode_image` of ``data``, the file's bytes already read), with any
+    failure kept as a one-line error for the image's record: the same validation and the same
+    error text whoever read the bytes (a local run, a Ray worker)."""
     t0 = time.perf_counter()
     try:
-        return Decoded(load_image(path, convert=convert, max_pixels=max_pixels), None, time.perf_counter() - t0)
+        image = (load_image(path, convert=convert, max_pixels=max_pixels) if data is None
+                 else decode_image(data, path, convert=convert, max_pixels=max_pixels))
+        return Decoded(image, None, time.perf_counter() - t0)
     except Exception as e:  # recorded for this image; the run goes on
         return Decoded(None, one_line(e, with_path=False), time.perf_counter() - t0)
 
