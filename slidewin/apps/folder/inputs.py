@@ -77,7 +77,10 @@ def collect_inputs(specs: Iterable[str | Path], exclude: Path | None = None) -> 
 
 
 def result_key(image: str | Path) -> str:
-    """What identifies an image across runs: its absolute, normalised path."""
-    return os.path.normpath(os.path.abspath(str(image)))
+    """What identifies an image across runs: its absolute, normalised path (a URI as it is)."""
+    text = str(image)
+    if "://" in text:  # s3://bucket/key (Ray runs): no working directory to resolve against
+        return text
+    return os.path.normpath(os.path.abspath(text))
 
 
