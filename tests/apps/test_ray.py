@@ -162,6 +162,36 @@ def test_killed_ray_driver_resumed_equals_an_uninterrupted_run(ray_cluster, ray_
     assert by_image(records(out)) == ray_records
 
 
+def test_a_killed_worker_loses_no_record(ray_cluster, ray_records, photos, model, tmp_path):
+    """An actor process is SIGKILLed once two records are written: Ray restarts it, its image
+    is done again, and every image is recorded once."""
+    import psutil
+
+    from slidewin.apps.folder.ray_engine import RayOptions, collect_sources, run_ray
+    from slidewin.pipeline.config import DetectorConfig
+
+    killed = []
+
+    def kill_an_actor(i: int, record: dict) -> None:
+        if i != 1:
+            return
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if any("_DetectActor" in part for part in proc.cmdline()):
+                    proc.kill()
+                    killed.append(proc.pid)
+                    return
+            except psutil.Error:
+                pass
+
+    out = tmp_path / "out"
+    s = run_ray(collect_sources([photos]), out, model, options=RayOptions(workers=2), classes="coco",
+                config=DetectorConfig(min_score=0.2, max_levels=1), progress=False, on_record=kill_an_actor)
+    assert killed, "no actor process found to kill"
+    assert (s.ok, s.failed, s.interrupted) == (PHOTOS, 1, False)
+    assert by_image(records(out)) == ray_records
+
+
 def test_s3_source_read_through_ray_gives_the_local_records(ray_cluster, s3_env, local_records, photos, model,
                                                            tmp_path, capsys):
     import boto3
