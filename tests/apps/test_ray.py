@@ -264,3 +264,22 @@ def test_engine_flag_mistakes_are_one_line(argv, needle, tmp_path, capsys, one_l
 def test_a_uri_needs_the_ray_engine(capsys, one_line_error):
     code = main(["detect", "s3://bucket/photos/", "--model", "m.onnx", "--out-dir", "o"])
     one_line_error(capsys, code, "s3://bucket/photos/", "--engine ray")
+
+
+def test_an_address_nobody_answers_is_one_line_at_once(tmp_path, tiny_model):
+    """Ray itself would retry for minutes, a warning every few seconds."""
+    import socket
+
+    pytest.importorskip("ray")
+    tiny = tiny_model(tmp_path / "tiny.onnx", ["N", 32, 32, 3])
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(b"never read")
+    with socket.socket() as s:  # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run([sys.executable, "-m", "slidewin.cli", "detect", str(tmp_path / "in"), "--model", str(tiny),
+                           "--out-dir", str(tmp_path / "o"), "--engine", "ray", "--address", f"127.0.0.1:{port}"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    err = [line for line in proc.stderr.strip().splitlines() if not line.startswith("note:")]  # random weights
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err[0]

@@ -226,6 +226,8 @@ def _connect(ray, address: str | None) -> tuple[bool, bool]:
     if ray.is_initialized():
         return False, False
     address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        _check_reachable(address)
     # Ray's worker logs stay in its log folder: streamed here they would interleave with the bar.
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     try:
@@ -237,6 +239,22 @@ def _connect(ray, address: str | None) -> tuple[bool, bool]:
         raise SlidewinError(f"cannot {'reach the Ray cluster at ' + address if address else 'start Ray'} "
                             f"({_first_line(e)})") from None
     return True, not address
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A ``HOST:PORT`` that nothing answers on is one line now; Ray itself would retry for
+    minutes, printing a warning every few seconds. ``auto`` and ``scheme://`` addresses are
+    left to Ray."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise SlidewinError(f"cannot reach the Ray cluster at {address} ({e.strerror or 'timed out'}); "
+                            "is `ray start --head` running there?") from None
 
 
 def _quiet_ray_data(ray) -> None:
