@@ -21,14 +21,13 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from _common import ROOT, ensure_model, machine, machine_line, print_table, write_chart, write_json
+from _common import ensure_model, machine, machine_line, print_table, run_child, write_chart, write_json
 from bench_folder import link_folder
 
 CONFIGS = {"local": None, "ray, 1 worker": 1, "ray, 2 workers": 2}
@@ -116,14 +115,6 @@ def child(spec: dict) -> dict:
     return result
 
 
-def run_child(spec: dict, timeout: float = 3600) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                         timeout=timeout, cwd=ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(f"child failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def measure(model: Path, folder: Path, tmp: Path, repeats: int) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}
     for rep in range(repeats):
@@ -131,7 +122,7 @@ def measure(model: Path, folder: Path, tmp: Path, repeats: int) -> dict[str, lis
         for name in names:
             spec = {"model": str(model), "folder": str(folder), "workers": CONFIGS[name],
                     "out": str(tmp / f"out-{rep}-{name.replace(' ', '').replace(',', '-')}")}
-            r = run_child(spec)
+            r = run_child(__file__, spec)
             runs[name].append(r)
             print(f"  {name}: {r['images_per_s']:.2f} images/s, peak RSS {r['peak_tree_rss_mb']:.0f} MB"
                   + (f", start-up {r['startup_seconds']:.1f} s" if "startup_seconds" in r else ""), flush=True)
