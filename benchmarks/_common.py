@@ -82,6 +82,18 @@ def ensure_model(name: str) -> Path:
     return path
 
 
+def run_child(script: str | Path, spec: dict, timeout: float = 3600) -> dict:
+    """Run ``script --child JSON(spec)`` in a fresh process (its peak RSS is its own) and return
+    the JSON object it prints last."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(script), "--child", json.dumps(spec)], capture_output=True, text=True,
+                         timeout=timeout, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"child failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def timed(fn, min_seconds: float = 3.0, min_runs: int = 3, warmup: int = 1) -> list[float]:
     """Run fn repeatedly (after warm-up) until both limits are reached; return per-run seconds."""
     for _ in range(warmup):

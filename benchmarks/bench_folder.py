@@ -28,11 +28,11 @@ from pathlib import Path
 
 from _common import (
     COCO_DEV,
-    ROOT,
     ensure_model,
     machine,
     machine_line,
     print_table,
+    run_child,
     write_chart,
     write_json,
 )
@@ -86,14 +86,6 @@ def child(spec: dict) -> dict:
             "peak_rss_mb": _mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss), "rss_samples_mb": samples}
 
 
-def run_child(spec: dict, timeout: float = 3600) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                         timeout=timeout, cwd=ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(f"child failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def link_folder(folder: Path, n: int) -> Path:
     """n coco-dev photos (cycled) as symlinks in a folder."""
     photos = sorted((COCO_DEV / "images").glob("*.jpg"))
@@ -128,7 +120,7 @@ def prefetch_gain(model: Path, args, tmp: Path) -> tuple[list, dict]:
             for pf in (0, 4) if (rep + k) % 2 == 0 else (4, 0):  # alternate the order: shared cores drift
                 spec = {**CONFIGS[name], "model": str(model), "folder": str(folder), "prefetch": pf,
                         "out": str(tmp / f"out-{k}-{pf}-{rep}")}
-                r = run_child(spec)
+                r = run_child(__file__, spec)
                 results.setdefault(name, {}).setdefault(pf, []).append(r)
                 print(f"  {name}, prefetch {pf}: {r['images_per_s']:.2f} images/s, peak RSS "
                       f"{r['peak_rss_mb']} MB", flush=True)
@@ -152,7 +144,7 @@ def rss_figures(model: Path, args, tmp: Path) -> tuple[list, dict]:
     spec = {"mode": "dense", "max_levels": 2, "model": str(model), "folder": str(folder), "prefetch": 4,
             "out": str(tmp / "out-thousand"), "sample_every": 100}
     print(f"  {args.rss_images} images, dense mode (2 levels), prefetch 4 ...", flush=True)
-    r = run_child(spec)
+    r = run_child(__file__, spec)
     samples = r["rss_samples_mb"]
     rows.append([f"{args.rss_images} coco-dev photos (cycled), dense, 2 levels", f"{r['rss_after_load_mb']:.0f}",
                  " / ".join(f"{v:.0f}" for _, v in samples), f"{r['peak_rss_mb']:.0f}", f"{r['seconds']:.0f}"])
@@ -174,7 +166,7 @@ def rss_figures(model: Path, args, tmp: Path) -> tuple[list, dict]:
     for name, cfg in big_cases.items():
         print(f"  {side}x{side}, {name} ...", flush=True)
         spec = {**cfg, "model": str(model), "folder": str(big.parent), "prefetch": 4, "out": str(tmp / f"out-big-{len(payload['big_image']['runs'])}")}
-        r = run_child(spec)
+        r = run_child(__file__, spec)
         payload["big_image"]["runs"][name] = {"spec": spec, **r}
         rows.append([f"one {side}x{side} JPEG, {name}", f"{r['rss_after_load_mb']:.0f}", "-", f"{r['peak_rss_mb']:.0f}",
                      f"{r['seconds']:.0f}"])

@@ -197,3 +197,24 @@ def test_eval_coco_main_tiny(effnet_onnx, tmp_path, monkeypatch, capsys):
     # --reuse reads the reports back instead of evaluating again
     assert eval_coco.main(["--modes", "dense", "--limit", "2", "--out-dir", str(tmp_path), "--reuse"]) == 0
     assert capsys.readouterr().out.count("reusing") == 2
+
+
+# --- bench_engine ----------------------------------------------------------------------------------
+
+
+def test_bench_engine_table_and_tree_rss():
+    import subprocess
+
+    import bench_engine
+
+    run = {"images_per_s": 1.0, "peak_driver_rss_mb": 500, "peak_tree_rss_mb": 500}
+    ray = {**run, "startup_seconds": 5.0, "images_per_s_with_startup": 0.8, "cluster_idle_rss_mb": 900}
+    runs = {"local": [run, {**run, "images_per_s": 2.0}], "ray, 1 worker": [{**ray, "images_per_s": 1.5}],
+            "ray, 2 workers": [{**ray, "images_per_s": 3.0}]}
+    rows, best = bench_engine.table_rows(runs)
+    assert [r[2] for r in rows] == ["1.00x", "0.75x", "1.50x"] and best["local"]["images_per_s"] == 2.0
+    assert all(len(r) == len(bench_engine.HEADERS) for r in rows)
+    with bench_engine.TreeRss(every=0.05) as rss:
+        child = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(64 << 20); time.sleep(1)"])
+        child.wait()
+    assert rss.peak_tree >= rss.peak_self + (32 << 20)  # the child's 64 MB counted in the tree only

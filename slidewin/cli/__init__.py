@@ -50,7 +50,7 @@ def _add_classify(sub) -> None:
 
 def _add_detect(sub) -> None:
     from slidewin.cli import commands as c
-    from slidewin.cli.options import add_convert_arg, add_detector_args, count
+    from slidewin.cli.options import add_convert_arg, add_detector_args, add_engine_args, count, source
 
     p = sub.add_parser(
         "detect", help="detect objects in an image (drawn image, JSON) or in a folder (results.jsonl)",
@@ -58,9 +58,10 @@ def _add_detect(sub) -> None:
                     "(walked recursively), a quoted glob or several paths, with --out-dir: one JSON line "
                     "per image in OUT/results.jsonl, bad images recorded with an error and skipped; "
                     "exit code 3 when some failed. A run killed at any point keeps whole lines: "
-                    "--resume continues it.")
-    p.add_argument("image", type=Path, nargs="+", metavar="IMAGE",
-                   help="an image, a folder, or a glob such as 'photos/**/*.jpg' (quote it)")
+                    "--resume continues it. --engine ray runs a folder on a Ray cluster, same results.")
+    p.add_argument("image", type=source, nargs="+", metavar="IMAGE",
+                   help="an image, a folder, or a glob such as 'photos/**/*.jpg' (quote it); with --engine ray "
+                        "also a folder or file URI such as s3://bucket/photos/")
     p.add_argument("--model", type=Path, required=True, help="ONNX model written by `slidewin export`")
     p.add_argument("--out", type=Path, default=None, help="write the image with boxes drawn here")
     p.add_argument("--json", type=Path, default=None, help="write the detections as JSON here ('-' for stdout)")
@@ -72,6 +73,7 @@ def _add_detect(sub) -> None:
     g.add_argument("--draw", action="store_true", help="also write OUT_DIR/drawn/<relative path>.jpg")
     g.add_argument("--prefetch", type=count(0), default=None, metavar="N",
                    help="images decoded ahead while the model runs (default 4; 0 decodes inline)")
+    add_engine_args(p)
     p.add_argument("--max-pixels", type=count(1), default=None, metavar="N",
                    help="refuse images with more pixels than this (default 400,000,000: 20000x20000 fits)")
     add_convert_arg(p)

@@ -100,11 +100,16 @@ def print_detections(record: dict, unit: str = "windows", file=None) -> None:
 
 def cmd_detect(args) -> int:
     from slidewin.apps.folder.inputs import is_folder_input
+    from slidewin.apps.folder.ray_engine import Engine, is_uri
 
-    images = args.image
-    folder = args.out_dir is not None or len(images) > 1 or is_folder_input(images[0])
+    images, engine = args.image, Engine(args.engine)
+    _check_engine_flags(args, engine)
+    if engine is Engine.LOCAL and any(is_uri(i) for i in images):
+        raise SlidewinError(f"{next(i for i in images if is_uri(i))}: URIs are read through Ray: add --engine ray "
+                            "--out-dir OUT")
+    folder = args.out_dir is not None or len(images) > 1 or is_folder_input(images[0]) or engine is Engine.RAY
     if folder:
-        return _detect_folder(args)
+        return _detect_folder(args, engine)
     for flag, value in (("--resume", args.resume), ("--draw", args.draw), ("--prefetch", args.prefetch)):
         if value:
             raise SlidewinError(f"{flag} is for folder runs: add --out-dir OUT")
@@ -118,41 +123,47 @@ def cmd_detect(args) -> int:
     return 0
 
 
-def _detect_folder(args) -> int:
+#: Flags that only the Ray engine reads.
+_RAY_FLAGS = (("--address", "address"), ("--workers", "workers"), ("--cpus-per-worker", "cpus_per_worker"),
+              ("--gpus-per-worker", "gpus_per_worker"))
+
+
+def _check_engine_flags(args, engine) -> None:
+    """Each engine's flags given to the other are a mistake, said in one line."""
+    from slidewin.apps.folder.ray_engine import Engine
+
+    if engine is Engine.LOCAL:
+        for flag, name in _RAY_FLAGS:
+            if getattr(args, name) is not None:
+                raise SlidewinError(f"{flag} is for --engine ray")
+    elif args.prefetch is not None:
+        raise SlidewinError("--prefetch is for --engine local (Ray workers read and decode their own images)")
+
+
+def _detect_folder(args, engine) -> int:
     """Folder, glob or several images: one JSON line each in OUT_DIR/results.jsonl."""
     import shlex
 
-    from slidewin.apps.folder.inputs import collect_inputs, skipped_summary
-    from slidewin.apps.folder.prefetch import DEFAULT_PREFETCH
+    from slidewin.apps.folder.ray_engine import Engine
     from slidewin.apps.folder.results_log import RESULTS_NAME
-    from slidewin.apps.folder.run import run_folder
-    from slidewin.apps.folder.run_settings import run_settings
     from slidewin.io.files import check_output_dir
-    from slidewin.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
     if args.out_dir is None:
-        raise SlidewinError("a folder, a glob or several images need --out-dir OUT (results go to "
+        raise SlidewinError("a folder, a glob, several images or --engine ray need --out-dir OUT (results go to "
                             "OUT/results.jsonl)")
     if args.out is not None or args.json is not None:
         raise SlidewinError("--out and --json are for one image; with --out-dir the results go to "
                             "OUT/results.jsonl (and --draw writes the drawn images)")
+    if engine is Engine.RAY:  # a missing extra is said before anything else
+        from slidewin.apps.folder.ray_engine import import_ray
+
+        import_ray()
     check_output_dir(args.out_dir, "--out-dir")
     results = args.out_dir / RESULTS_NAME
     if not args.resume and results.is_file() and results.stat().st_size:  # say so before loading the model
         raise SlidewinError("already holds results: pass --resume to continue that run, or choose "
                             "another --out-dir", results)
-    skipped: list = []
-    root, inputs = collect_inputs([str(p) for p in args.image], exclude=args.out_dir, skipped=skipped)
-    if not inputs:
-        raise SlidewinError(printable(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in "
-                                      f"{' '.join(str(p) for p in args.image)}"))
-    config, proposals = detector_config(args), proposal_config(args)
-    max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
-    detector = _open_detector(args.model, config, args.classes, args.device, proposals)
-    settings = run_settings(args.model, config, args.classes, args.convert, max_pixels, proposals)
-    summary = run_folder(detector, inputs, args.out_dir, args.model, root=root, resume=args.resume,
-                         draw=args.draw, convert=args.convert, max_pixels=max_pixels, settings=settings,
-                         prefetch=DEFAULT_PREFETCH if args.prefetch is None else args.prefetch)
+    summary, skipped = _detect_on_ray(args) if engine is Engine.RAY else _detect_here(args)
     if summary.interrupted:
         again = shlex.join(["slidewin", *args.argv] + ([] if "--resume" in args.argv else ["--resume"]))
         say(f"slidewin: interrupted; {summary.ok_now + summary.failed_now} image(s) recorded this run, every "
@@ -160,12 +171,71 @@ def _detect_folder(args) -> int:
         say(f"  {again}", file=sys.stderr)
         return summary.exit_code
     say(summary.line())
-    if (line := skipped_summary(skipped)) is not None:
-        say(line)
+    if skipped:
+        say(skipped)
     if summary.failed:
         say(f"slidewin: {summary.failed} image(s) failed: their records in {summary.results} have an "
             "\"error\"", file=sys.stderr)
     return summary.exit_code
+
+
+def _no_images(args) -> SlidewinError:
+    from slidewin.io.images import IMAGE_SUFFIXES
+
+    return SlidewinError(printable(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in "
+                                   f"{' '.join(str(p) for p in args.image)}"))
+
+
+def _settings(args):
+    """(detector config, proposal config, --max-pixels, the run's recorded settings)."""
+    from slidewin.apps.folder.run_settings import run_settings
+    from slidewin.io.images import DEFAULT_MAX_PIXELS
+
+    config, proposals = detector_config(args), proposal_config(args)
+    max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
+    return config, proposals, max_pixels, run_settings(args.model, config, args.classes, args.convert, max_pixels,
+                                                       proposals)
+
+
+def _detect_here(args):
+    """A folder run in this process (``--engine local``): (summary, what the walk skipped)."""
+    from slidewin.apps.folder.inputs import collect_inputs, skipped_summary
+    from slidewin.apps.folder.prefetch import DEFAULT_PREFETCH
+    from slidewin.apps.folder.run import run_folder
+
+    skipped: list = []
+    root, inputs = collect_inputs([str(p) for p in args.image], exclude=args.out_dir, skipped=skipped)
+    if not inputs:
+        raise _no_images(args)
+    config, proposals, max_pixels, settings = _settings(args)
+    detector = _open_detector(args.model, config, args.classes, args.device, proposals)
+    summary = run_folder(detector, inputs, args.out_dir, args.model, root=root, resume=args.resume,
+                         draw=args.draw, convert=args.convert, max_pixels=max_pixels, settings=settings,
+                         prefetch=DEFAULT_PREFETCH if args.prefetch is None else args.prefetch)
+    return summary, skipped_summary(skipped)
+
+
+def _detect_on_ray(args):
+    """A folder run on a Ray cluster's actors (``--engine ray``): (summary, None)."""
+    from slidewin.apps.folder.ray_engine import RayOptions, collect_sources, run_ray
+    from slidewin.runtime.sessions import Device
+
+    defaults = RayOptions()
+    options = RayOptions(address=args.address, workers=args.workers,
+                         cpus_per_worker=args.cpus_per_worker or defaults.cpus_per_worker,
+                         gpus_per_worker=defaults.gpus_per_worker if args.gpus_per_worker is None
+                         else args.gpus_per_worker)
+    sources = collect_sources(args.image, exclude=args.out_dir)
+    if not sources.files:
+        raise _no_images(args)
+    config, proposals, max_pixels, settings = _settings(args)
+    # Opened once here, on the CPU, so that a bad model or --classes is one line before any
+    # cluster starts; the actors open their own.
+    _open_detector(args.model, config, args.classes, Device.CPU, proposals)
+    summary = run_ray(sources, args.out_dir, args.model, options=options, config=config, classes=args.classes,
+                      proposals=proposals, device=args.device, resume=args.resume, draw=args.draw,
+                      convert=args.convert, max_pixels=max_pixels, settings=settings)
+    return summary, None
 
 
 def cmd_compare(args) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import replace
+from pathlib import Path
 
 from slidewin.core.merge import Merge
 from slidewin.errors import SlidewinError
@@ -146,6 +147,36 @@ def add_detector_args(p: argparse.ArgumentParser, classes_default: str | None = 
                         f"(default {PROPOSAL_DEFAULTS.context:g})")
     p.set_defaults(window=None, input_window=False)
     add_device_arg(p)
+
+
+def source(text: str):
+    """argparse type of an input: a local path, or a URI kept as written (Path would fold its ``//``)."""
+    from slidewin.apps.folder.ray_engine import is_uri
+
+    return text if is_uri(text) else Path(text)
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    """``--engine`` and the Ray cluster's flags (None: not given, so the local engine can refuse them)."""
+    from slidewin.apps.folder.ray_engine import Engine, RayOptions
+
+    ray = RayOptions()
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", choices=choices(Engine), default=Engine.LOCAL.value,
+                   help="folder runs: local (this process, default) or ray (the actors of a Ray cluster: same "
+                        "results.jsonl, resume and errors; needs the ray extra)")
+    g.add_argument("--address", default=None,
+                   help="--engine ray: the cluster to join, e.g. 10.0.0.5:6379, or auto for the one `ray start` made on "
+                        "this machine (default: RAY_ADDRESS, else a new cluster on this machine for this run)")
+    g.add_argument("--workers", type=count(1), default=None,
+                   help="--engine ray: actors, each holding one detector (default: as many as the cluster's CPUs, or "
+                        "GPUs, hold)")
+    g.add_argument("--cpus-per-worker", type=count(1), default=None, metavar="C",
+                   help="--engine ray: CPUs each actor reserves, and its ONNX Runtime threads (default "
+                        f"{ray.cpus_per_worker})")
+    g.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
+                   help="--engine ray: GPUs each actor reserves (0.5: two share one); actors with a GPU run on CUDA "
+                        f"(default {ray.gpus_per_worker:g})")
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:

@@ -150,12 +150,19 @@ def test_console_script_missing_file_exits_nonzero_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_import_slidewin_pulls_in_no_training_framework():
-    code = "import sys, slidewin, slidewin.cli; slidewin.cli.build_parser(); " \
-           "bad = [m for m in ('tensorflow', 'torch', 'keras', 'tf2onnx', 'ray', 'numba') if m in sys.modules]; " \
-           "print(bad)"
+def test_import_slidewin_and_a_local_folder_run_pull_in_no_training_framework_nor_ray(tmp_path, tiny_model):
+    tiny = tiny_model(tmp_path / "tiny.onnx", ["N", 32, 32, 3])
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.jpg"), np.zeros((40, 50, 3), np.uint8))
+    heavy = "('tensorflow', 'torch', 'keras', 'tf2onnx', 'ray', 'pyarrow', 'numba')"
+    code = ("import sys, slidewin, slidewin.cli; slidewin.cli.build_parser(); "
+            f"print([m for m in {heavy} if m in sys.modules]); "
+            f"code = slidewin.cli.main(['detect', {str(tmp_path / 'in')!r}, '--model', {str(tiny)!r}, "
+            f"'--out-dir', {str(tmp_path / 'out')!r}, '--window', '32']); "
+            f"print(code, [m for m in {heavy} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    lines = out.strip().splitlines()
+    assert (lines[0], lines[-1]) == ("[]", "0 []"), out
 
 
 def test_a_one_photo_detect_never_loads_numba(tiny_conv, chelsea, tmp_path):

@@ -169,5 +169,8 @@ def skipped_summary(skipped: list[tuple[Path, str]], shown: int = 5) -> str | No
 def result_key(image: str | Path, base: str | Path | None = None) -> str:
     """What identifies an image across runs, whatever the working directory: its absolute path
     with links resolved. A relative ``image`` is taken relative to ``base`` (default: the working
-    directory; a results file records the one its relative paths were written from)."""
+    directory; a results file records the one its relative paths were written from). A URI
+    (``s3://bucket/key``, Ray runs) is its own key: there is no directory to resolve it against."""
+    if "://" in str(image):
+        return str(image)
     return os.path.realpath(os.path.join(os.fspath(base) if base is not None else os.getcwd(), os.fspath(image)))

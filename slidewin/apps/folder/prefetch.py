@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from slidewin.errors import one_line
-from slidewin.io.images import DEFAULT_MAX_PIXELS, load_image, probe_size
+from slidewin.io.images import DEFAULT_MAX_PIXELS, decode_image, load_image, probe_size
 
 #: Images decoded ahead of the one being detected in, by default.
 DEFAULT_PREFETCH = 4
@@ -38,12 +38,15 @@ class Decoded:
 
 
 def decode(path: Path, convert: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
-           prepare: Callable[[np.ndarray], object] | None = None) -> Decoded:
-    """`load_image` (then ``prepare(image)``), with any failure kept as a one-line error for the
-    image's record. ``seconds`` is the decode's alone."""
+           prepare: Callable[[np.ndarray], object] | None = None, data: bytes | None = None) -> Decoded:
+    """`load_image` (or `decode_image` of ``data``, the file's bytes already read), then
+    ``prepare(image)``, with any failure kept as a one-line error for the image's record: the same
+    validation and the same error text whoever read the bytes (a local run, a Ray worker).
+    ``seconds`` is the decode's alone."""
     t0, notes = time.perf_counter(), []
     try:
-        image = load_image(path, convert=convert, max_pixels=max_pixels, notes=notes)
+        image = (load_image(path, convert=convert, max_pixels=max_pixels, notes=notes) if data is None
+                 else decode_image(data, path, convert=convert, max_pixels=max_pixels, notes=notes))
     except Exception as e:  # recorded for this image; the run goes on
         return Decoded(None, one_line(e, with_path=False), time.perf_counter() - t0, notes)
     decoded = Decoded(image, None, time.perf_counter() - t0, notes)

@@ -30,7 +30,7 @@ class Progress:
         self.t_start = self.last_log = time.perf_counter()
         self.done = 0
 
-    def failed(self, path: Path, error: str, failed_now: int) -> None:
+    def failed(self, path: str | Path, error: str, failed_now: int) -> None:
         """Say that an image failed, and why, without breaking the bar."""
         self.bar.write(f"slidewin: {printable(str(path))}: {error}", file=sys.stderr)
         self.bar.set_postfix_str(f"{failed_now} failed", refresh=False)

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,6 +183,63 @@ def _open_log(results: Path, resume: bool, model: str | Path, settings: dict | N
     return log
 
 
+def open_run(inputs: list[Path], out_dir: Path, model: str | Path, resume: bool,
+             settings: dict | None = None) -> tuple[ResultsLog, list[Path], FolderSummary]:
+    """Open ``out_dir/results.jsonl`` (repaired and read, its ``run.json`` checked against
+    ``settings`` or written) and say what is left to do.
+
+    Every engine starts here, so that all key images alike (`result_key`), record their settings
+    alike and resume alike.
+
+    Returns:
+        (log, todo, summary): the open results file (`record_all` closes it), the ``inputs`` not
+        recorded yet, in order, and the summary so far (what earlier runs recorded).
+    """
+    results = Path(out_dir) / RESULTS_NAME
+    log = _open_log(results, resume, model, settings)
+    keys = [result_key(p) for p in inputs]
+    todo = [p for p, k in zip(inputs, keys) if k not in log.done]
+    earlier = [log.done[k] for k in keys if k in log.done]
+    summary = FolderSummary(total=len(inputs), ok=sum(earlier), failed=len(earlier) - sum(earlier), ok_now=0,
+                            failed_now=0, skipped=len(inputs) - len(todo), truncated_bytes=log.truncated_bytes,
+                            results=results)
+    return log, todo, summary
+
+
+def record_all(records: Generator[dict, None, None], log: ResultsLog, summary: FolderSummary,
+               progress: bool | None = None,
+               on_record: Callable[[int, dict], None] | None = None) -> FolderSummary:
+    """Append each record to ``log`` as it comes, count it, show progress; then close ``log``.
+
+    Ctrl-C and SIGTERM stop the run between two records (never inside a write): the summary
+    says ``interrupted`` and every line written is whole. ``records`` is closed on the way out,
+    so whatever it holds (decode threads, a Ray dataset) is released.
+    """
+    bar = Progress(summary.total, summary.skipped, progress)
+    interrupts = _Interrupts()
+    t_start = time.perf_counter()
+    try:
+        with interrupts:
+            for i, record in enumerate(records):
+                interrupts.critical = True
+                log.append(record)
+                summary.count("error" not in record)
+                interrupts.leave_critical()
+                if "error" in record:
+                    bar.failed(record["image"], record["error"], summary.failed_now)
+                bar.advance()
+                if on_record is not None:
+                    on_record(i, record)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        records.close()
+        bar.close()
+        log.close()
+        summary.seconds = time.perf_counter() - t_start
+    return summary
+
+
 def run_folder(detector: Detector, inputs: list[Path], out_dir: Path, model: str | Path, *,
                root: Path | None = None, resume: bool = False, draw: bool = False, convert: bool = False,
                max_pixels: int = DEFAULT_MAX_PIXELS, prefetch: int = DEFAULT_PREFETCH, workers: int = 2,
@@ -191,7 +248,7 @@ def run_folder(detector: Detector, inputs: list[Path], out_dir: Path, model: str
     """Detect in every image of ``inputs`` and append one record each to ``out_dir/results.jsonl``.
 
     Args:
-        detector: any `Detector`.
+        detector: any `Detector`; its `prepare` step (region proposals) runs in the decode threads.
         inputs: image files in the order to process them (see `collect_inputs`).
         out_dir: where ``results.jsonl`` (and ``drawn/`` with ``draw``) go.
         model: what the records name as the model.
@@ -209,38 +266,16 @@ def run_folder(detector: Detector, inputs: list[Path], out_dir: Path, model: str
         What was done; ``interrupted`` when Ctrl-C or SIGTERM stopped it (whole lines kept).
     """
     out_dir = Path(out_dir)
-    results = out_dir / RESULTS_NAME
     if root is None:
         root = Path(os.path.commonpath([os.path.abspath(p.parent) for p in inputs])) if inputs else Path(".")
-    log = _open_log(results, resume, model, settings)
-    keys = [result_key(p) for p in inputs]
-    todo = [p for p, k in zip(inputs, keys) if k not in log.done]
-    earlier = [log.done[k] for k in keys if k in log.done]
-    summary = FolderSummary(total=len(inputs), ok=sum(earlier), failed=len(earlier) - sum(earlier), ok_now=0,
-                            failed_now=0, skipped=len(inputs) - len(todo), truncated_bytes=log.truncated_bytes,
-                            results=results)
-    bar = Progress(len(inputs), summary.skipped, progress)
-    interrupts = _Interrupts()
-    t_start = time.perf_counter()
-    try:
-        with interrupts, Prefetcher(todo, prefetch, workers, convert, max_pixels, detector.prepare) as decoded_images:
-            for i, (path, decoded) in enumerate(decoded_images):
+    log, todo, summary = open_run(inputs, out_dir, model, resume, settings)
+
+    def records() -> Generator[dict, None, None]:
+        with Prefetcher(todo, prefetch, workers, convert, max_pixels, detector.prepare) as decoded_images:
+            for path, decoded in decoded_images:
                 drawn = drawn_path(out_dir, root, path) if draw else None
                 record = detect_one(detector, path, decoded, model, drawn)
                 del decoded
-                interrupts.critical = True
-                log.append(record)
-                summary.count("error" not in record)
-                interrupts.leave_critical()
-                if "error" in record:
-                    bar.failed(path, record["error"], summary.failed_now)
-                bar.advance()
-                if on_record is not None:
-                    on_record(i, record)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-    finally:
-        bar.close()
-        log.close()
-        summary.seconds = time.perf_counter() - t_start
-    return summary
+                yield record
+
+    return record_all(records(), log, summary, progress, on_record)

@@ -1,0 +1,395 @@
+"""Folder runs on a Ray cluster: ``slidewin detect SOURCE --out-dir OUT --engine ray``.
+
+Done the way Ray Data's batch-inference guide does it: the image files are read as bytes with
+their paths (`ray.data.read_binary_files`), and `map_batches` hands them, one image per call, to
+a pool of actors (`_DetectActor`). Each actor opens the detector once in its ``__init__``, with
+ONNX Runtime's threads set to its CPUs (Ray sets ``OMP_NUM_THREADS``, which ONNX Runtime
+ignores) and on CUDA when Ray gave it a GPU; it decodes the bytes with the validation of local
+runs (`prefetch.decode`) and returns the record a local run writes (`run.detect_one`), as JSON
+text so that Arrow never retypes a field.
+
+The driver consumes the dataset exactly once (Ray Data is lazy: a second consumer would run the
+whole pipeline again) and appends each record to ``OUT/results.jsonl`` as it arrives, through
+the same `results_log.ResultsLog` and `run.record_all` as a local run: whole lines, a killed
+driver or worker loses no written record, ``--resume`` skips what is done (keyed by
+`inputs.result_key`), every record names its image as a local run would. Only the order of
+the lines differs: it is the order in which the workers finish.
+
+Ray is imported inside functions only: `import slidewin` and local runs never load it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from slidewin.apps.folder.prefetch import decode
+from slidewin.apps.folder.records import detection_record
+from slidewin.apps.folder.run import FolderSummary, detect_one, drawn_path, open_run, record_all
+from slidewin.errors import MissingDependencyError, SlidewinError
+from slidewin.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from slidewin.pipeline.config import DetectorConfig
+from slidewin.runtime.sessions import Device
+
+#: What a user without the extra is told to run.
+RAY_INSTALL = "pip install 'slidewin[ray]'"
+#: Images per read task: small blocks spread the work evenly over the actors and keep little
+#: read-but-unprocessed data in the object store.
+FILES_PER_BLOCK = 16
+
+
+class Engine(StrEnum):
+    """Where a folder run detects: in this process, or on the actors of a Ray cluster."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """The cluster and the actor pool of a Ray run.
+
+    Attributes:
+        address: the cluster to join (``ray start --head`` prints it; ``auto``: the one
+            ``ray start`` made on this machine); None: ``RAY_ADDRESS`` if set (``ray job submit``
+            sets it), else a new cluster on this machine for this run alone.
+        workers: actors, each with one detector (None: as many as the cluster's CPUs, or GPUs,
+            allow).
+        cpus_per_worker: CPUs each actor reserves, and its ONNX Runtime threads.
+        gpus_per_worker: GPUs each actor reserves (fractions share one GPU); with any, the
+            actor's detector runs on CUDA.
+    """
+
+    address: str | None = None
+    workers: int | None = None
+    cpus_per_worker: int = 1
+    gpus_per_worker: float = 0.0
+
+    def __post_init__(self):
+        if self.workers is not None and self.workers < 1:
+            raise SlidewinError(f"--workers must be at least 1, got {self.workers}")
+        if self.cpus_per_worker < 1:
+            raise SlidewinError(f"--cpus-per-worker must be at least 1, got {self.cpus_per_worker}")
+        if self.gpus_per_worker < 0:
+            raise SlidewinError(f"--gpus-per-worker must be 0 or more, got {self.gpus_per_worker:g}")
+
+
+@dataclass(frozen=True)
+class ActorSpec:
+    """What every actor opens and how it records (shipped to the actors by pickling).
+
+    Attributes:
+        model: the model file, absolute (actors may not share the driver's working directory).
+        model_name: what records name as the model (as the user gave it, like local runs).
+        draw: (out_dir, root) to write drawn images under, as a local ``--draw`` run does.
+    """
+
+    model: str
+    model_name: str
+    config: DetectorConfig | None = None
+    classes: str | None = None
+    proposals: object | None = None  # a ProposalConfig, when proposals are scored instead of windows
+    device: Device = Device.AUTO
+    threads: int = 1
+    convert: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    draw: tuple[str, str] | None = None
+
+
+def import_ray():
+    """The ``ray`` module with Ray Data, or a one-line error naming the install command."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the extra is ray[data]: fail here, not mid-run)
+    except ImportError:
+        raise MissingDependencyError(f"--engine ray needs Ray Data: {RAY_INSTALL}") from None
+    return ray
+
+
+def is_uri(source: str | Path) -> bool:
+    """True for ``scheme://...`` sources (``s3://``, ``gs://``, ...), read through Ray's filesystems."""
+    return "://" in str(source)
+
+
+class _DetectActor:
+    """One detector per actor, opened once; called with batches of file bytes and paths."""
+
+    def __init__(self, spec: ActorSpec):
+        import ray
+
+        from slidewin.pipeline.factory import build_detector
+
+        device = spec.device
+        if device is Device.AUTO:  # decided here, from what Ray gave this actor
+            device = Device.CUDA if ray.get_gpu_ids() else Device.CPU
+        self.spec = spec
+        self.detector = build_detector(spec.model, config=spec.config, classes=spec.classes, device=device,
+                                       threads=spec.threads, proposals=spec.proposals)
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        spec, lines = self.spec, []
+        for data, path in zip(batch["bytes"], batch["path"]):
+            decoded = decode(Path(path), spec.convert, spec.max_pixels, data=bytes(data))
+            drawn = drawn_path(Path(spec.draw[0]), Path(spec.draw[1]), Path(path)) if spec.draw else None
+            record = detect_one(self.detector, path, decoded, spec.model_name, drawn)
+            lines.append(json.dumps(record))
+        return {"record": np.array(lines, dtype=object)}
+
+
+def remote_inputs(sources: list[str]) -> tuple[object, list[str], list[str]]:
+    """The image files under URIs (a folder, walked recursively, or a file), through pyarrow.
+
+    Like `collect_inputs`: files with an image suffix (any case), no hidden names, sorted, each
+    once. Credentials and endpoints come from the usual variables (``AWS_ENDPOINT_URL``, ...).
+
+    Returns:
+        (filesystem, files, missing): pyarrow's filesystem of the first URI, the files' URIs,
+        and the plain file URIs that do not exist (recorded as errors, as local runs do).
+    """
+    import pyarrow.fs as pafs
+
+    filesystem, scheme, files, missing = None, sources[0].split("://", 1)[0], [], []
+    for source in sources:
+        if source.split("://", 1)[0] != scheme:
+            raise SlidewinError(f"one run reads one kind of URI: {sources[0]} and {source}")
+        try:
+            fs, path = pafs.FileSystem.from_uri(source)
+            info = fs.get_file_info(path)
+            found = fs.get_file_info(pafs.FileSelector(path, recursive=True)) \
+                if info.type == pafs.FileType.Directory else []
+        except (OSError, ValueError) as e:
+            raise SlidewinError(f"cannot list {source} ({str(e).strip().splitlines()[0]})") from None
+        filesystem = filesystem or fs
+        if info.type == pafs.FileType.File:
+            files.append(source)
+        elif info.type == pafs.FileType.NotFound:
+            missing.append(source)
+        for f in found:
+            rel = f.path[len(path):].lstrip("/")
+            if (f.type == pafs.FileType.File and f.path.lower().endswith(IMAGE_SUFFIXES)
+                    and not any(part.startswith(".") for part in rel.split("/"))):
+                files.append(f"{scheme}://{f.path}")
+    return filesystem, sorted(set(files)), sorted(set(missing) - set(files))
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The images of a run: local files (as `collect_inputs` finds them) or URIs.
+
+    Attributes:
+        files: every image, in order (URIs named but missing included: they get error records).
+        root: the folder drawn images' relative paths start from (local files only).
+        filesystem: pyarrow's filesystem for URIs (None: local files).
+        missing: URIs named on the command line that do not exist.
+    """
+
+    files: list[str | Path]
+    root: Path | None = None
+    filesystem: object | None = None
+    missing: frozenset[str] = frozenset()
+
+
+def collect_sources(specs: list[str | Path], exclude: Path | None = None) -> Sources:
+    """Local folders, globs and files (see `collect_inputs`), or URIs (see `remote_inputs`)."""
+    from slidewin.apps.folder.inputs import collect_inputs
+
+    remote = [is_uri(s) for s in specs]
+    if any(remote) and not all(remote):
+        raise SlidewinError("one run reads local files or URIs, not both")
+    if not any(remote):
+        root, files = collect_inputs(specs, exclude=exclude)
+        return Sources(list(files), root)
+    filesystem, files, missing = remote_inputs([str(s) for s in specs])
+    return Sources(sorted(files + missing), None, filesystem, frozenset(missing))
+
+
+def _connect(ray, address: str | None) -> tuple[bool, bool]:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start one on this machine.
+
+    Without an address the run gets a cluster of its own even where ``ray start`` made one
+    here: joining it is asked for with ``auto``, so what a command does never depends on what
+    else runs on the machine.
+
+    Returns:
+        (connected, own): whether this call connected (the run disconnects at its end: False when
+        the caller had already, e.g. a library user's own ``ray.init``), and whether it started
+        the cluster (one that cannot grow).
+    """
+    if ray.is_initialized():
+        return False, False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        _check_reachable(address)
+    # Ray's worker logs stay in its log folder: streamed here they would interleave with the bar.
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(address="local", include_dashboard=False, **quiet)
+    except Exception as e:  # ConnectionError, RuntimeError, ValueError: which one depends on the address
+        raise SlidewinError(f"cannot {'reach the Ray cluster at ' + address if address else 'start Ray'} "
+                            f"({_first_line(e)})") from None
+    return True, not address
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A ``HOST:PORT`` that nothing answers on is one line now; Ray itself would retry for
+    minutes, printing a warning every few seconds. ``auto`` and ``scheme://`` addresses are
+    left to Ray."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise SlidewinError(f"cannot reach the Ray cluster at {address} ({e.strerror or 'timed out'}); "
+                            "is `ray start --head` running there?") from None
+
+
+def _quiet_ray_data(ray) -> None:
+    """slidewin shows its own progress bar, one line per failed image and one line if the run
+    fails; Ray Data's bars, execution logs and tracebacks (kept in its log folder) would only
+    repeat them."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # a failure is said once, by `_ray_failure`
+
+
+def _pool_size(ray, options: RayOptions, own_cluster: bool) -> int:
+    """``options.workers``, or as many actors as the cluster's CPUs (and GPUs) hold.
+
+    A cluster started for this run never grows, so asking more of it is an error; a cluster
+    joined may be autoscaling, so there it is a note and the run waits for the resources.
+    """
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    fit = int(cpus // options.cpus_per_worker)
+    if options.gpus_per_worker:
+        fit = min(fit, int(gpus // options.gpus_per_worker))
+    workers = options.workers or max(1, fit)
+    if workers > fit:
+        gpu_need = f" and {workers * options.gpus_per_worker:g} GPU(s)" if options.gpus_per_worker else ""
+        text = (f"{workers} worker(s) need {workers * options.cpus_per_worker} CPU(s){gpu_need}; the cluster has "
+                f"{cpus:g} CPU(s) and {gpus:g} GPU(s)")
+        if own_cluster:
+            raise SlidewinError(f"{text}: lower --workers, --cpus-per-worker or --gpus-per-worker")
+        print(f"slidewin: note: {text} now; the run waits until it grows", file=sys.stderr)
+    return workers
+
+
+def _dataset(ray, names: list[str], filesystem, spec: ActorSpec, options: RayOptions, workers: int):
+    """Files -> bytes (read tasks) -> records (actor pool), lazily; one image per actor call."""
+    blocks = min(len(names), max(2 * workers, -(-len(names) // FILES_PER_BLOCK)))
+    # Reading is I/O. Read tasks asking for a CPU would wait forever behind actors that hold
+    # every CPU of the cluster (the default pool), so they ask for none and are capped instead.
+    ds = ray.data.read_binary_files(names, include_paths=True, filesystem=filesystem, override_num_blocks=blocks,
+                                    num_cpus=0, concurrency=2 * workers)
+    return ds.map_batches(_DetectActor, fn_constructor_kwargs={"spec": spec}, batch_size=1, batch_format="numpy",
+                          compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=options.cpus_per_worker,
+                          num_gpus=options.gpus_per_worker or None)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_OWN_ERROR = re.compile(r"slidewin\.errors\.\w+: (.+)")
+
+
+def _ray_failure(ray, e: BaseException) -> SlidewinError:
+    """A failure of the Ray pipeline itself (not of an image: those are records) as one line.
+
+    An actor's own SlidewinError (e.g. the model is not at that path on a worker node) is said
+    as is: Ray keeps it as the cause of a task error, or as the last line of an actor's death
+    message (the exception itself is not kept there).
+    """
+    if isinstance(e, ray.exceptions.RayTaskError) and isinstance(e.cause, SlidewinError):
+        return e.cause
+    lines = [line.strip() for line in _ANSI.sub("", str(e)).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(e).__name__
+    own = _OWN_ERROR.match(last)
+    if own:
+        return SlidewinError(own.group(1))
+    return SlidewinError(f"the Ray run failed ({type(e).__name__}: {last}); Ray's logs are in "
+                         "/tmp/ray/session_latest/logs on the head node")
+
+
+def _ray_records(ray, todo: list[str | Path], sources: Sources, spec: ActorSpec,
+                 options: RayOptions) -> Generator[dict, None, None]:
+    """The records of ``todo``: files that cannot be read at all first (as local runs record
+    them), then every other image's record as the actors finish it, each once."""
+    readable = []
+    for path in todo:
+        name = str(path)
+        if name in sources.missing:
+            yield detection_record(name, None, spec.model_name, error="no such file")
+        elif is_uri(name) or (os.path.isfile(name) and os.access(name, os.R_OK)):
+            readable.append(name)
+        else:  # a Ray read task would fail the whole dataset on it
+            d = decode(Path(name), spec.convert, spec.max_pixels)
+            yield detection_record(name, None, spec.model_name, decode_seconds=d.seconds, error=d.error)
+    if not readable:
+        return
+    # Ray names each row's file as it was given to it: local paths absolute, URIs without scheme.
+    given = {(n.split("://", 1)[1] if is_uri(n) else os.path.abspath(n)): n for n in readable}
+    connected, own = _connect(ray, options.address)
+    try:
+        _quiet_ray_data(ray)
+        ds = _dataset(ray, list(given), sources.filesystem, spec, options, _pool_size(ray, options, own))
+        for row in ds.iter_rows():
+            record = json.loads(row["record"])
+            name = given.pop(record["image"], None)
+            if name is None:  # a block re-run after a worker died: its first copy is written
+                continue
+            record["image"] = name
+            yield record
+    except ray.exceptions.RayError as e:
+        raise _ray_failure(ray, e) from None
+    finally:
+        if connected:
+            ray.shutdown()
+
+
+def run_ray(sources: Sources, out_dir: Path, model: str | Path, *, options: RayOptions = RayOptions(),
+            config: DetectorConfig | None = None, classes: str | None = None, proposals=None,
+            device: Device | str = Device.AUTO, resume: bool = False, draw: bool = False, convert: bool = False,
+            max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool | None = None, settings: dict | None = None,
+            on_record: Callable[[int, dict], None] | None = None) -> FolderSummary:
+    """`run_folder` on a Ray cluster: the same ``results.jsonl``, records, resume and summary.
+
+    The model is opened in every actor (open it once in the driver first, as the CLI does, to
+    fail early on a bad model or ``classes``); it and local images must be at the same paths on
+    every node of a multi-node cluster (a shared filesystem), as must ``out_dir`` with ``draw``.
+
+    Args:
+        sources: the images (`collect_sources`).
+        out_dir: where ``results.jsonl`` (and ``drawn/``) go, on the driver's machine.
+        model: the model file; records name it as given.
+        options: the cluster and the actor pool.
+        config, classes, proposals, device: as for `build_detector` (device ``auto``: CUDA in
+            actors that were given a GPU, else the CPU).
+        resume, draw, convert, max_pixels, progress, settings, on_record: as for `run_folder`.
+    """
+    ray = import_ray()
+    if draw and sources.root is None:
+        raise SlidewinError("--draw writes beside local images only; URIs have no local folder to mirror")
+    spec = ActorSpec(model=os.path.abspath(model), model_name=str(model), config=config, classes=classes,
+                     proposals=proposals, device=Device(device), threads=options.cpus_per_worker, convert=convert, max_pixels=max_pixels,
+                     draw=(os.path.abspath(out_dir), os.path.abspath(sources.root)) if draw else None)
+    log, todo, summary = open_run(sources.files, Path(out_dir), model, resume, settings)
+    return record_all(_ray_records(ray, todo, sources, spec, options), log, summary, progress, on_record)

@@ -1,0 +1,285 @@
+"""Folder runs on a Ray cluster (`--engine ray`): the same records, errors and resume as local runs.
+
+One real local Ray cluster for the module (2 CPUs, a small object store, no dashboard, no
+progress bars), real coco-dev photos plus a broken file, EfficientNet-Lite0 with its ImageNet
+weights. Reference records come from a local `--out-dir` run and an uninterrupted Ray run, each
+made once for the module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from slidewin.apps.folder.run import SOME_FAILED_EXIT
+from slidewin.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+COCO_IMAGES = ROOT.parent / "shared" / "data" / "coco-dev" / "images"
+PHOTOS = 10
+#: Detector flags of every run here: enough boxes on coco-dev photos that equality means something.
+FLAGS = ["--classes", "coco", "--min-score", "0.2", "--max-levels", "1"]
+
+
+def records(out: Path) -> list[dict]:
+    text = (out / "results.jsonl").read_text()
+    assert text == "" or text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def by_image(recs: list[dict]) -> dict[str, dict]:
+    """Records keyed by image, timings dropped; asserts that no image is recorded twice."""
+    out = {r["image"]: {k: v for k, v in r.items() if k != "seconds"} for r in recs}
+    assert len(out) == len(recs), "an image was recorded twice"
+    return out
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """~10 coco-dev photos and one truncated JPEG, in one folder."""
+    folder = tmp_path_factory.mktemp("photos")
+    chosen = sorted(COCO_IMAGES.glob("*.jpg"))[:PHOTOS]
+    assert len(chosen) == PHOTOS, f"coco-dev photos missing in {COCO_IMAGES}"
+    for p in chosen:
+        shutil.copy(p, folder / p.name)
+    jpeg = chosen[0].read_bytes()
+    (folder / "broken.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def s3_env():
+    """An S3-compatible server on loopback (moto) with its variables set for the module, before
+    the cluster starts: Ray's workers read credentials from their own environment, as on a real
+    cluster. Instance-metadata lookups are off, so nothing ever leaves the machine."""
+    pytest.importorskip("moto.server")
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(s3_env):
+    """One local Ray cluster for the module; runs in this process join it instead of starting one."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 * 2**20, log_to_driver=False,
+             logging_level=logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model(effnet_onnx, tmp_path_factory) -> Path:
+    """EfficientNet-Lite0, hard-linked into a folder of its own so that its dense form, cached
+    beside it, is made there once (by the driver's check) and shared by the actors."""
+    dst = tmp_path_factory.mktemp("model") / "effnet.onnx"
+    os.link(effnet_onnx, dst)
+    return dst
+
+
+def detect(source, model: Path, out: Path, *extra) -> list[str]:
+    return ["detect", str(source), "--model", str(model), "--out-dir", str(out), *FLAGS, *extra]
+
+
+@pytest.fixture(scope="module")
+def local_records(photos, model, tmp_path_factory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("local") / "out"
+    assert main(detect(photos, model, out)) == SOME_FAILED_EXIT
+    return by_image(records(out))
+
+
+@pytest.fixture(scope="module")
+def ray_records(ray_cluster, photos, model, tmp_path_factory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("ray") / "out"
+    assert main(detect(photos, model, out, "--engine", "ray", "--workers", "2")) == SOME_FAILED_EXIT
+    return by_image(records(out))
+
+
+def test_ray_records_equal_local_records_record_for_record(local_records, ray_records, photos):
+    assert len(ray_records) == PHOTOS + 1
+    assert ray_records.keys() == local_records.keys()
+    for image, want in local_records.items():
+        assert ray_records[image] == want, image   # same boxes, scores, labels, sizes, errors
+    broken = ray_records[str(photos / "broken.jpg")]
+    assert broken["error"] == "truncated JPEG (no end-of-image marker)" and broken["detections"] == []
+    assert sum(len(r["detections"]) for r in ray_records.values()) >= PHOTOS  # a comparison of boxes
+
+
+def test_killed_ray_driver_resumed_equals_an_uninterrupted_run(ray_cluster, ray_records, photos, model, tmp_path,
+                                                              capsys):
+    """The driver (a real `slidewin detect --engine ray` process with its own cluster) is killed
+    with SIGKILL once a few records are written; `--resume` completes the same file."""
+    out = tmp_path / "out"
+    argv = detect(photos, model, out, "--engine", "ray", "--workers", "2")
+    proc = subprocess.Popen([sys.executable, "-m", "slidewin.cli", *argv], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / "results.jsonl"
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if results.exists() and results.read_bytes().count(b"\n") >= 2:
+                break
+            time.sleep(0.005)
+        killed = proc.poll() is None
+        if killed:
+            os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of its own cluster outlived it
+        except ProcessLookupError:
+            pass
+    assert killed, "the run finished before it could be killed: give it more photos"
+    done_before = results.read_bytes().count(b"\n")
+    assert 2 <= done_before < PHOTOS + 1
+    capsys.readouterr()
+    assert main(argv + ["--resume"]) == SOME_FAILED_EXIT
+    assert "recorded earlier" in capsys.readouterr().out
+    assert by_image(records(out)) == ray_records
+
+
+def test_a_killed_worker_loses_no_record(ray_cluster, ray_records, photos, model, tmp_path):
+    """An actor process is SIGKILLed once two records are written: Ray restarts it, its image
+    is done again, and every image is recorded once."""
+    import psutil
+
+    from slidewin.apps.folder.ray_engine import RayOptions, collect_sources, run_ray
+    from slidewin.pipeline.config import DetectorConfig
+
+    killed = []
+
+    def kill_an_actor(i: int, record: dict) -> None:
+        if i != 1:
+            return
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if any("_DetectActor" in part for part in proc.cmdline()):
+                    proc.kill()
+                    killed.append(proc.pid)
+                    return
+            except psutil.Error:
+                pass
+
+    out = tmp_path / "out"
+    s = run_ray(collect_sources([photos]), out, model, options=RayOptions(workers=2), classes="coco",
+                config=DetectorConfig(min_score=0.2, max_levels=1), progress=False, on_record=kill_an_actor)
+    assert killed, "no actor process found to kill"
+    assert (s.ok, s.failed, s.interrupted) == (PHOTOS, 1, False)
+    assert by_image(records(out)) == ray_records
+
+
+def test_s3_source_read_through_ray_gives_the_local_records(ray_cluster, s3_env, local_records, photos, model,
+                                                           tmp_path, capsys):
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="photos")
+    for p in sorted(photos.iterdir()):
+        s3.upload_file(str(p), "photos", f"set/{p.name}")
+    s3.put_object(Bucket="photos", Key="set/notes.txt", Body=b"not an image suffix: skipped")
+    s3.put_object(Bucket="photos", Key="set/.hidden.jpg", Body=b"hidden: skipped")
+    out = tmp_path / "out"
+    argv = detect("s3://photos/set/", model, out, "--engine", "ray", "--workers", "1")
+    assert main(argv[:2] + ["s3://photos/missing.jpg"] + argv[2:]) == SOME_FAILED_EXIT
+    got = by_image(records(out))
+    assert got.pop("s3://photos/missing.jpg")["error"] == "no such file"
+    want = {f"s3://photos/set/{Path(k).name}": {**v, "image": f"s3://photos/set/{Path(k).name}"}
+            for k, v in local_records.items()}
+    assert got == want
+    capsys.readouterr()
+    assert main(argv + ["--resume"]) == SOME_FAILED_EXIT  # keyed by URI: nothing is done again
+    assert "0 this run" in capsys.readouterr().out and len(records(out)) == PHOTOS + 2
+
+
+def test_each_actor_opens_one_detector_with_its_cpus_as_threads(model):
+    from slidewin.apps.folder.ray_engine import ActorSpec, _DetectActor
+
+    pytest.importorskip("ray")
+    actor = _DetectActor(ActorSpec(model=str(model), model_name="m", classes="coco", threads=2))
+    for clf in (actor.detector.classifier, actor.detector.dense):
+        assert clf.session.get_session_options().intra_op_num_threads == 2
+        assert clf.session.get_providers() == ["CPUExecutionProvider"]  # no GPU given to it
+
+
+def test_more_workers_than_the_cluster_holds(ray_cluster, capsys):
+    from slidewin.apps.folder.ray_engine import RayOptions, _pool_size
+    from slidewin.errors import SlidewinError
+
+    assert _pool_size(ray_cluster, RayOptions(), own_cluster=True) == 2
+    assert _pool_size(ray_cluster, RayOptions(cpus_per_worker=2), own_cluster=True) == 1
+    with pytest.raises(SlidewinError, match="3 worker.*need 3 CPU.*has 2 CPU"):
+        _pool_size(ray_cluster, RayOptions(workers=3), own_cluster=True)
+    assert _pool_size(ray_cluster, RayOptions(workers=3), own_cluster=False) == 3  # it may grow: a note
+    assert "waits until it grows" in capsys.readouterr().err
+
+
+# --- without a cluster ---------------------------------------------------------------------------
+
+
+def test_without_the_extra_engine_ray_names_the_install_command(monkeypatch, capsys, one_line_error, tmp_path,
+                                                                tiny_model):
+    tiny = tiny_model(tmp_path / "tiny.onnx", ["N", 32, 32, 3])
+    (tmp_path / "in").mkdir()
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` does without the extra
+    code = main(["detect", str(tmp_path / "in"), "--model", str(tiny), "--out-dir", str(tmp_path / "o"),
+                 "--engine", "ray"])
+    assert code == 6
+    one_line_error(capsys, code, "--engine ray", "pip install 'slidewin[ray]'")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--workers", "2"], "--workers is for --engine ray"),
+    (["--gpus-per-worker", "1"], "--gpus-per-worker is for --engine ray"),
+    (["--engine", "ray", "--prefetch", "2"], "--prefetch is for --engine local"),
+])
+def test_engine_flag_mistakes_are_one_line(argv, needle, tmp_path, capsys, one_line_error):
+    code = main(["detect", str(tmp_path), "--model", "m.onnx", "--out-dir", str(tmp_path / "o"), *argv])
+    one_line_error(capsys, code, needle)
+
+
+def test_a_uri_needs_the_ray_engine(capsys, one_line_error):
+    code = main(["detect", "s3://bucket/photos/", "--model", "m.onnx", "--out-dir", "o"])
+    one_line_error(capsys, code, "s3://bucket/photos/", "--engine ray")
+
+
+def test_an_address_nobody_answers_is_one_line_at_once(tmp_path, tiny_model):
+    """Ray itself would retry for minutes, a warning every few seconds."""
+    import socket
+
+    pytest.importorskip("ray")
+    tiny = tiny_model(tmp_path / "tiny.onnx", ["N", 32, 32, 3])
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(b"never read")
+    with socket.socket() as s:  # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run([sys.executable, "-m", "slidewin.cli", "detect", str(tmp_path / "in"), "--model", str(tiny),
+                           "--out-dir", str(tmp_path / "o"), "--engine", "ray", "--address", f"127.0.0.1:{port}"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    err = [line for line in proc.stderr.strip().splitlines() if not line.startswith("note:")]  # random weights
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err[0]
