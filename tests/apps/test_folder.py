@@ -172,11 +172,11 @@ def test_ctrl_c_keeps_whole_lines_and_says_how_to_resume(tiny, tmp_path, capsys,
     out = tmp_path / "out"
     real_run, calls = SlidingWindowDetector.detect, []
 
-    def run(self, image):
+    def run(self, image, prepared=None):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real_run(self, image)
+        return real_run(self, image, prepared)
 
     monkeypatch.setattr(SlidingWindowDetector, "detect", run)
     assert main(detect(tmp_path / "in", "--model", tiny, "--out-dir", out)) == 130
