@@ -43,7 +43,7 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> None:
 
 def check_output_file(path: str | Path, what: str, inputs: tuple = ()) -> None:
     """Refuse, before any work is done, an output file that cannot be written or that would
-    overwrite one of ``inputs`` (the image read, the model).
+    overwrite one of ``inputs`` (the image read, the model; None for one not given).
 
     Raises:
         SlidewinError: naming the path and the problem.
@@ -52,7 +52,7 @@ def check_output_file(path: str | Path, what: str, inputs: tuple = ()) -> None:
     if p.is_dir():
         raise SlidewinError(f"{what} is a folder, not a file", p)
     for other in inputs:
-        if _same_file(p, Path(other)):
+        if other is not None and _same_file(p, Path(other)):
             raise SlidewinError(f"{what} would overwrite an input file", p)
     check_output_dir(p.parent, f"the folder of {what}")
 

@@ -131,6 +131,19 @@ def session_options(settings: SessionSettings) -> "ort.SessionOptions":
     return opts
 
 
+def check_model_file(path: str | Path, what: str = "model") -> Path:
+    """``path`` as a Path, or a ModelError when it is missing, a folder or empty: the checks made
+    before a model file is opened or hashed."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"no such {what} file", p)
+    if p.is_dir():
+        raise ModelError(f"is a directory, not an ONNX {what}", p)
+    if p.stat().st_size == 0:
+        raise ModelError(f"empty {what} file (0 bytes)", p)
+    return p
+
+
 def open_session(path: str | Path, settings: SessionSettings = SessionSettings(), what: str = "model"):
     """Open an ONNX model with the providers of ``settings.device``.
 
@@ -142,13 +155,7 @@ def open_session(path: str | Path, settings: SessionSettings = SessionSettings()
     Raises:
         ModelError: missing file, or a file ONNX Runtime cannot load.
     """
-    p = Path(path)
-    if not p.exists():
-        raise ModelError(f"no such {what} file", p)
-    if p.is_dir():
-        raise ModelError(f"is a directory, not an ONNX {what}", p)
-    if p.stat().st_size == 0:
-        raise ModelError(f"empty {what} file (0 bytes)", p)
+    p = check_model_file(path, what)
     providers = providers_for(settings.device)
     try:
         return ort.InferenceSession(str(p), sess_options=session_options(settings), providers=providers)

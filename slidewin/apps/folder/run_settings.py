@@ -34,9 +34,10 @@ def run_settings(model: str | Path, config=None, classes=None, convert: bool = F
         proposals: the `ProposalConfig` when proposals are scored instead of windows.
     """
     from slidewin.runtime.model_meta import sha256_of
+    from slidewin.runtime.sessions import check_model_file
 
     settings = {
-        "model_sha256": sha256_of(model),
+        "model_sha256": sha256_of(check_model_file(model)),
         "config": None if config is None else asdict(config),
         "classes": classes,
         "convert": convert,
