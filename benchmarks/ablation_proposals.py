@@ -35,7 +35,7 @@ from slidewin.core.targets import COCO_GROUPS, Targets, load_group_notes
 from slidewin.io.images import load_image
 from slidewin.proposals.detector import ProposalConfig
 from slidewin.proposals.generators import SelectiveSearch, clean_proposals, rank_proposals
-from slidewin.proposals.scoring import CropScorer, PooledScorer, ProposalScoring
+from slidewin.proposals.scoring import CropScorer, PooledScorer, ProposalScoring, contrast_scores
 from slidewin.runtime.classifier import Classifier
 from slidewin.runtime.dense import DenseClassifier
 
@@ -44,23 +44,25 @@ BASE = ProposalConfig(min_score=EVAL_MIN_SCORE)
 
 
 def steps() -> list[tuple[str, ProposalConfig]]:
-    """The rows: each changes one thing from the row it names (row 0: the starting point)."""
+    """The rows: each changes one thing from the default (row 0)."""
     fast = BASE
     return [
-        ("selective-search-fast, pooled, all proposals, min side 16, NMS 0.5 (start)", fast),
+        ("selective-search-fast, pooled at fit 0.7, ring contrast 3, min side 16, NMS 0.5 (default)", fast),
+        ("no ring contrast (contrast 0)", replace(fast, contrast=0.0)),
+        ("contrast 1", replace(fast, contrast=1.0)),
+        ("contrast 6", replace(fast, contrast=6.0)),
+        ("ring 1.0 instead of 0.5", replace(fast, ring=1.0)),
+        ("fit 1.0 (boxes pooled at the network's input size)", replace(fast, fit=1.0)),
+        ("fit 1.0, no contrast (the plain SPP-net scoring)", replace(fast, fit=1.0, contrast=0.0)),
         ("selective-search-single instead", replace(fast, method="selective-search-single")),
-        ("crops scoring instead of pooled (context 0.1)", replace(fast, scoring="crops", context=0.1)),
-        ("pooled, context 0.1", replace(fast, context=0.1)),
-        ("pooled, context 0.2", replace(fast, context=0.2)),
-        ("pooled, max scale 2", replace(fast, max_scale=2.0)),
-        ("pooled, levels 1.26 apart", replace(fast, level_factor=1.26)),
+        ("crops scoring instead of pooled (context 0.1, no ring)", replace(fast, scoring="crops", context=0.1)),
         ("min side 8", replace(fast, min_size=8)),
         ("min side 32", replace(fast, min_size=32)),
         ("first 1,000 proposals", replace(fast, max_proposals=1000)),
         ("first 500 proposals", replace(fast, max_proposals=500)),
         ("NMS IoU 0.3", replace(fast, iou=0.3)),
         ("NMS IoU 0.7", replace(fast, iou=0.7)),
-        ("soft-NMS", replace(fast, merge="soft-nms")),
+        ("nested-vote merging", replace(fast, merge="nested-vote")),
     ]
 
 
@@ -96,22 +98,30 @@ class Runner:
             np.save(f, boxes)
         return rank_proposals(np.load(f))
 
-    def probabilities(self, name: str, ds, im, c: ProposalConfig, boxes: np.ndarray) -> np.ndarray:
-        """Probabilities of every box (float16 on disk), for the scoring settings of ``c``."""
-        scoring = (c.scoring, c.context, c.max_scale, c.level_factor) if c.scoring is ProposalScoring.POOLED \
-            else (c.scoring, c.context)
-        f = self.cache / name / str(c.method) / _key(self.model_key, scoring) / (Path(im["file_name"]).stem + ".npy")
-        if f.exists():
-            return np.load(f).astype(np.float32)
-        image = load_image(ds.images_dir / im["file_name"], convert=True)
-        scorer = PooledScorer(self.dense, c.context, c.max_scale, c.level_factor) \
-            if c.scoring is ProposalScoring.POOLED else CropScorer(self.clf, c.context, c.batch_size)
-        t0 = time.perf_counter()
-        probs = scorer.probabilities(image, boxes, RunStats())
-        self.seconds["scoring"].append(time.perf_counter() - t0)
-        f.parent.mkdir(parents=True, exist_ok=True)
-        np.save(f, probs.astype(np.float16))
-        return probs
+    def scores(self, name: str, ds, im, c: ProposalConfig, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Target scores of every box, and of the ring around it when ``c`` uses one (float16 on
+        disk), for the scoring settings of ``c``; the contrast power is applied by the caller."""
+        pooled = c.scoring is ProposalScoring.POOLED
+        scoring = (c.scoring, c.context, c.max_scale, c.level_factor, c.fit, c.ring if c.uses_ring else 0.0) \
+            if pooled else (c.scoring, c.context)
+        f = self.cache / name / str(c.method) / _key(self.model_key, scoring) / (Path(im["file_name"]).stem + ".npz")
+        if not f.exists():
+            image = load_image(ds.images_dir / im["file_name"], convert=True)
+            t0 = time.perf_counter()
+            if pooled:
+                scorer = PooledScorer(self.dense, c.context, c.max_scale, c.level_factor, c.fit, scoring[-1])
+                probs, ring = scorer.probabilities_and_ring(image, boxes, RunStats()) if c.uses_ring \
+                    else (scorer.probabilities(image, boxes, RunStats()), None)
+            else:
+                probs, ring = CropScorer(self.clf, c.context, c.batch_size).probabilities(image, boxes, RunStats()), None
+            self.seconds["scoring"].append(time.perf_counter() - t0)
+            f.parent.mkdir(parents=True, exist_ok=True)
+            arrays = {"box": self.targets.score(probs).astype(np.float16)}
+            if ring is not None:
+                arrays["ring"] = self.targets.score(ring).astype(np.float16)
+            np.savez(f, **arrays)
+        z = np.load(f)
+        return z["box"].astype(np.float32), z["ring"].astype(np.float32) if "ring" in z else None
 
     def evaluate(self, c: ProposalConfig) -> dict:
         out = {}
@@ -121,10 +131,12 @@ class Runner:
             for im in images:
                 h, w = im["height"], im["width"]
                 everything = clean_proposals(self.proposals(name, ds, im, c.method), (h, w))
-                probs = self.probabilities(name, ds, im, c, everything)
+                box_scores, ring_scores = self.scores(name, ds, im, c, everything)
                 size_ok = np.flatnonzero(((everything[:, 2:] - everything[:, :2]) >= c.min_size).all(axis=1))
                 pick = size_ok[:c.max_proposals]
-                boxes, scores = everything[pick], self.targets.score(probs[pick])
+                boxes, scores = everything[pick], box_scores[pick]
+                if ring_scores is not None:
+                    scores = contrast_scores(scores, ring_scores[pick], c.contrast)
                 counts.append(len(boxes))
                 rows.append(best_ious(gt_boxes.get(im["id"], np.zeros((0, 4))), boxes, ranked=True))
                 win, cls = np.nonzero(scores >= c.min_score)

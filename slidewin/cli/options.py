@@ -145,6 +145,10 @@ def add_detector_args(p: argparse.ArgumentParser, classes_default: str | None = 
     g.add_argument("--context", type=number, default=None,
                    help="grow each proposal by this fraction of its size on every side before scoring "
                         f"(default {PROPOSAL_DEFAULTS.context:g})")
+    g.add_argument("--contrast", type=number, default=None, metavar="POWER",
+                   help="pooled scoring: multiply each box's score by (1 - the score of the ring around it) "
+                        "** POWER, which demotes parts of objects; 0 turns it off "
+                        f"(default {PROPOSAL_DEFAULTS.contrast:g}, ring {PROPOSAL_DEFAULTS.ring:g} of the box a side)")
     p.set_defaults(window=None, input_window=False)
     add_device_arg(p)
 
@@ -212,7 +216,8 @@ def config_overrides(args) -> dict:
 
 #: Flags that map one-to-one onto `ProposalConfig` fields.
 _PROPOSAL_FIELDS = {"proposal_scoring": "scoring", "max_proposals": "max_proposals",
-                    "min_proposal_size": "min_size", "context": "context", "min_score": "min_score",
+                    "min_proposal_size": "min_size", "context": "context", "contrast": "contrast",
+                    "min_score": "min_score",
                     "iou": "iou", "merge": "merge", "batch_size": "batch_size"}
 
 

@@ -22,7 +22,7 @@ from slidewin.core.detector import RunStats, Stage, Unit
 from slidewin.core.merge import Merge, merge_detections
 from slidewin.core.targets import Targets
 from slidewin.proposals.generators import ProposalMethod, SelectiveSearch, WindowGrid, clean_proposals
-from slidewin.proposals.scoring import CropScorer, PooledScorer, ProposalScoring
+from slidewin.proposals.scoring import CropScorer, PooledScorer, ProposalScoring, contrast_scores
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,12 @@ class ProposalConfig:
         merge: how overlapping candidates become one box.
         batch_size: crops per inference call (``crops`` scoring).
         max_scale, level_factor: the pooled pyramid: largest scale and the factor between levels.
+        fit: pooled scoring takes each box at the level where its side is this fraction of the
+            classifier's input side.
+        ring, contrast: pooled scoring also scores the ring between each box and the box grown by
+            ``ring`` of its size a side, and multiplies the box's score by
+            ``(1 - ring score) ** contrast`` (0: off), which demotes parts of objects.
+            Crops scoring has no ring: it would cost another network pass per box.
     """
 
     method: ProposalMethod = ProposalMethod.SELECTIVE_SEARCH_FAST
@@ -53,6 +59,9 @@ class ProposalConfig:
     batch_size: int = 16
     max_scale: float = 3.0
     level_factor: float = 1.5
+    fit: float = 0.7
+    ring: float = 0.5
+    contrast: float = 3.0
 
     def __post_init__(self):
         object.__setattr__(self, "method", ProposalMethod(self.method))
@@ -62,8 +71,15 @@ class ProposalConfig:
             raise ValueError("min_size must be >= 0, max_proposals >= 1 and context in [0, 2]")
         if not (0 <= self.min_score <= 1 and 0 < self.iou <= 1 and self.batch_size >= 1):
             raise ValueError("min_score must lie in [0, 1], iou in (0, 1] and batch_size >= 1")
-        if not (self.max_scale > 0 and self.level_factor > 1):
-            raise ValueError("max_scale must be > 0 and level_factor > 1")
+        if not (self.max_scale > 0 and self.level_factor > 1 and self.fit > 0):
+            raise ValueError("max_scale and fit must be > 0 and level_factor > 1")
+        if not (0 <= self.ring <= 2 and self.contrast >= 0):
+            raise ValueError("ring must lie in [0, 2] and contrast be >= 0")
+
+    @property
+    def uses_ring(self) -> bool:
+        """True when scores are contrasted with the ring around each box (pooled scoring only)."""
+        return self.scoring is ProposalScoring.POOLED and self.ring > 0 and self.contrast > 0
 
 
 class ProposalDetector:
@@ -91,7 +107,8 @@ class ProposalDetector:
         if c.scoring is ProposalScoring.POOLED:
             from slidewin.runtime.dense import DenseClassifier
 
-            self.scorer = PooledScorer(DenseClassifier(classifier), c.context, c.max_scale, c.level_factor)
+            self.scorer = PooledScorer(DenseClassifier(classifier), c.context, c.max_scale, c.level_factor,
+                                       c.fit, c.ring if c.uses_ring else 0.0)
         else:
             self.scorer = CropScorer(classifier, c.context, c.batch_size)
         self.last_stats: RunStats | None = None
@@ -124,9 +141,14 @@ class ProposalDetector:
                                     unit=Unit.PROPOSALS, levels=1)
         stats.add(Stage.PROPOSALS, seconds)
         stats.windows, stats.regions = len(boxes), boxes
-        probs = self.scorer.probabilities(image, boxes, stats)
+        if c.uses_ring:
+            probs, ring = self.scorer.probabilities_and_ring(image, boxes, stats)
+        else:
+            probs, ring = self.scorer.probabilities(image, boxes, stats), None
         t0 = time.perf_counter()
         scores = self.targets.score(probs)
+        if ring is not None:
+            scores = contrast_scores(scores, self.targets.score(ring), c.contrast)
         win, cls = np.nonzero(scores >= c.min_score)
         candidates = Detections(boxes[win], scores[win, cls], cls, self.labels)
         stats.candidates = len(candidates)

@@ -12,6 +12,13 @@ Two ways, same interface (``probabilities(image, boxes, stats) -> float32 (K, nu
 
 Where a box is exactly a dense window (the trained size at a level, on the cell grid), the pooled
 probabilities are the dense map's for that window (tests/proposals).
+
+An ImageNet classifier says "dog" for a dog's head and for a dog with a lawn around it as readily
+as for the dog, so the scores alone do not say which box fits. The pooled scorer can also score a
+ring around each box (the box grown by ``ring``, less the box) from the same table, and
+`contrast_scores` lowers a box whose ring shows the same class: a part of an object has the rest
+of it around it, a box that fits has background (context-aware scoring as in ContextLocNet,
+Kantorov et al. 2016, without training).
 """
 
 from __future__ import annotations
@@ -134,18 +141,33 @@ def box_cells(boxes: np.ndarray, scale_xy: tuple[float, float], stride: int,
     return cells
 
 
-def pool_cells(features: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """Mean feature vector over each box's cells: (C, rows, cols) x (K, 4) -> float64 (K, C).
-
-    A summed-area table (float64, so the differences keep full precision) gives every box's sum
-    in four lookups per channel, whatever its size.
-    """
+def summed_area(features: np.ndarray) -> np.ndarray:
+    """Summed-area table of a (C, rows, cols) map: float64 (C, rows + 1, cols + 1), so that box sums
+    keep full precision."""
     c, rows, cols = features.shape
     sat = np.zeros((c, rows + 1, cols + 1), np.float64)
     np.cumsum(np.cumsum(features, axis=1, dtype=np.float64), axis=2, out=sat[:, 1:, 1:])
+    return sat
+
+
+def cell_sums(sat: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Feature sums over each box's cells, float64 (K, C), and the number of cells, int64 (K,):
+    four lookups per channel, whatever the box's size."""
     c0, r0, c1, r1 = cells.T
     total = sat[:, r1, c1] - sat[:, r0, c1] - sat[:, r1, c0] + sat[:, r0, c0]
-    return (total / ((r1 - r0) * (c1 - c0))).T
+    return total.T, (r1 - r0) * (c1 - c0)
+
+
+def pool_cells(features: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Mean feature vector over each box's cells: (C, rows, cols) x (K, 4) -> float64 (K, C)."""
+    total, n = cell_sums(summed_area(features), cells)
+    return total / n[:, None]
+
+
+def contrast_scores(box: np.ndarray, ring: np.ndarray, power: float) -> np.ndarray:
+    """Box scores lowered where the ring around the box scores the same target:
+    ``box * (1 - ring) ** power`` (``power`` 0: the box scores unchanged)."""
+    return box * np.power(np.clip(1.0 - ring, 0.0, 1.0), power, dtype=np.float32)
 
 
 def softmax_head(pooled: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -166,27 +188,44 @@ class PooledScorer:
         max_scale: the largest level's scale (image pixels -> level pixels); small boxes are
             pooled there, from fewer cells.
         factor: scale between consecutive levels.
-        target: a box is pooled at the level where its side is closest to this many level
-            pixels (the network's input size: its trained receptive field).
+        fit: a box is pooled at the level where its side is closest to this fraction of the
+            network's input side (1: the trained receptive field; below 1 leaves the network
+            some of the surroundings it saw in training).
+        ring: `probabilities_and_ring` also pools the ring between each box and the box grown by
+            this fraction of its size on each side.
     """
 
     def __init__(self, dense, context: float = 0.0, max_scale: float = 3.0, factor: float = 1.5,
-                 target: float | None = None):
+                 fit: float = 1.0, ring: float = 0.0):
         self.dense, self.context, self.max_scale, self.factor = dense, context, max_scale, factor
-        self.target = target or float(math.sqrt(dense.classifier.input_hw[0] * dense.classifier.input_hw[1]))
+        self.fit, self.ring = fit, ring
+        self.target = fit * float(math.sqrt(dense.classifier.input_hw[0] * dense.classifier.input_hw[1]))
 
     def levels(self, image_hw: tuple[int, int]) -> list[PooledLevel]:
         return pooled_levels(image_hw, self.dense.classifier.input_hw, self.max_scale, self.factor,
                              self.dense.max_tile ** 2 if self.dense.max_tile else 1 << 62)
 
     def probabilities(self, image: np.ndarray, boxes: np.ndarray, stats: RunStats) -> np.ndarray:
+        """Class probabilities of each box: float32 (K, num_labels)."""
+        return self._pooled(image, boxes, stats, with_ring=False)[0]
+
+    def probabilities_and_ring(self, image: np.ndarray, boxes: np.ndarray,
+                               stats: RunStats) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities of each box and of the ring around it (all zero where the box
+        fills the image and has no ring), both float32 (K, num_labels), from one pass per level."""
+        return self._pooled(image, boxes, stats, with_ring=True)
+
+    def _pooled(self, image: np.ndarray, boxes: np.ndarray, stats: RunStats, with_ring: bool):
         from slidewin.pipeline.windows import resize_to
 
         grown = grow_boxes(boxes, self.context, image.shape[:2])
+        outer = grow_boxes(grown, self.ring, image.shape[:2]) if with_ring else None
         levels = self.levels(image.shape[:2])
         which = assign_levels(grown, levels, self.target)
         weight, bias = self.dense.head()
-        pooled = np.empty((len(boxes), weight.shape[0]), np.float64)
+        pooled = np.zeros((len(boxes), weight.shape[0]), np.float64)
+        ring = np.zeros_like(pooled) if with_ring else None
+        has_ring = np.zeros(len(boxes), bool)
         stats.levels = 0
         for k, level in enumerate(levels):
             mine = np.flatnonzero(which == k)
@@ -198,13 +237,25 @@ class PooledScorer:
             features = self.dense.feature_map(resized)
             t2 = time.perf_counter()
             scale_xy = (level.size_hw[1] / image.shape[1], level.size_hw[0] / image.shape[0])
-            cells = box_cells(grown[mine], scale_xy, self.dense.stride, features.shape[1:])
-            pooled[mine] = pool_cells(features, cells)
+            sat = summed_area(features)
+            inner, n_inner = cell_sums(sat, box_cells(grown[mine], scale_xy, self.dense.stride, features.shape[1:]))
+            pooled[mine] = inner / n_inner[:, None]
+            if with_ring:
+                around, n_around = cell_sums(sat, box_cells(outer[mine], scale_xy, self.dense.stride,
+                                                            features.shape[1:]))
+                n_ring = n_around - n_inner
+                ok = n_ring > 0
+                ring[mine[ok]] = (around[ok] - inner[ok]) / n_ring[ok, None]
+                has_ring[mine[ok]] = True
             stats.levels += 1
             stats.add(Stage.PYRAMID, t1 - t0)
             stats.add(Stage.INFERENCE, t2 - t1)
             stats.add(Stage.SCORING, time.perf_counter() - t2)
         t0 = time.perf_counter()
         probs = softmax_head(pooled, weight, bias) if len(boxes) else np.zeros((0, len(bias)), np.float32)
+        ring_probs = None
+        if with_ring:
+            ring_probs = softmax_head(ring, weight, bias) if len(boxes) else np.zeros_like(probs)
+            ring_probs[~has_ring] = 0.0
         stats.add(Stage.SCORING, time.perf_counter() - t0)
-        return probs
+        return probs, ring_probs

@@ -57,6 +57,10 @@ def test_bad_settings_are_refused():
         ProposalConfig(max_proposals=0)
     with pytest.raises(ValueError):
         ProposalConfig(method="edge-boxes")
+    with pytest.raises(ValueError):
+        ProposalConfig(contrast=-1)
+    assert ProposalConfig().uses_ring and not ProposalConfig(contrast=0).uses_ring
+    assert not ProposalConfig(scoring="crops").uses_ring      # a ring would cost a network pass per box
 
 
 def test_cli_detect_with_proposals(tiny_conv, tmp_path, capsys, save_rgb):
@@ -75,3 +79,21 @@ def test_cli_detect_with_proposals(tiny_conv, tmp_path, capsys, save_rgb):
     code = main(["detect", str(image), "--model", str(tiny_conv.path), "--proposals", "selective-search-single",
                  "--context", "5"])
     assert code != 0 and "context" in capsys.readouterr().err
+
+
+def test_contrast_only_lowers_scores(tiny_conv, tmp_path, save_rgb):
+    """The ring contrast multiplies each score by a factor in [0, 1]: same boxes, lower or equal scores."""
+    from slidewin.core.targets import Targets
+
+    image = _scene()
+    plain = ProposalDetector(tiny_conv, config=ProposalConfig(method="selective-search-single", min_score=0,
+                                                              contrast=0, iou=1.0))
+    ring = ProposalDetector(tiny_conv, config=ProposalConfig(method="selective-search-single", min_score=0,
+                                                             contrast=3, iou=1.0))
+    prepared = plain.prepare(image)
+    a, b = plain.detect(image, prepared), ring.detect(image, prepared)
+    assert isinstance(plain.targets, Targets) and len(a) == len(b) > 0     # iou 1: every candidate kept
+    before = {(tuple(x), c): s for x, c, s in zip(a.xyxy.tolist(), a.class_ids.tolist(), a.scores.tolist())}
+    after = {(tuple(x), c): s for x, c, s in zip(b.xyxy.tolist(), b.class_ids.tolist(), b.scores.tolist())}
+    assert before.keys() == after.keys()
+    assert all(after[k] <= before[k] + 1e-6 for k in before) and any(after[k] < before[k] - 1e-3 for k in before)

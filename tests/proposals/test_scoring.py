@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from slidewin.core.detector import RunStats
-from slidewin.proposals.scoring import (CropScorer, PooledScorer, assign_levels, box_cells, grow_boxes, pool_cells,
-                                        pooled_levels)
+from slidewin.proposals.scoring import (CropScorer, PooledScorer, assign_levels, box_cells, contrast_scores,
+                                        grow_boxes, pool_cells, pooled_levels, softmax_head)
 from slidewin.runtime.classifier import Classifier
 from slidewin.runtime.dense import DenseClassifier
 
@@ -77,3 +77,34 @@ def test_crop_scorer_classifies_each_box_like_the_classifier_does(tiny_conv):
     got = CropScorer(tiny_conv, context=0.0, batch_size=1).probabilities(image, boxes, RunStats())
     crops = np.stack([image[:64, :64], cv2.resize(image[20:100, 10:110], (64, 64), interpolation=cv2.INTER_AREA)])
     np.testing.assert_allclose(got, tiny_conv.predict(crops), atol=1e-6)
+
+
+def test_ring_is_the_grown_box_less_the_box_and_absent_for_a_box_filling_the_image(tiny_conv):
+    """The ring's probabilities are the head on the mean feature of the cells between the box and the
+    box grown by ``ring`` a side, at the box's own level; a box with no room around it has none."""
+    size, stride = tiny_conv.input_hw[0], tiny_conv.meta.feature_stride
+    image = np.random.default_rng(1).integers(0, 255, (size + 4 * stride, size + 6 * stride, 3), dtype=np.uint8)
+    dense = DenseClassifier(tiny_conv)
+    h, w = image.shape[:2]
+    boxes = np.array([[2 * stride, 2 * stride, 2 * stride + size, 2 * stride + size],   # room on every side
+                      [0, 0, w, h]], np.float32)                                       # none
+    scorer = PooledScorer(dense, context=0.0, max_scale=1.0, fit=1.0, ring=0.5)
+    box_probs, ring_probs = scorer.probabilities_and_ring(image, boxes, RunStats())
+    np.testing.assert_allclose(box_probs, scorer.probabilities(image, boxes, RunStats()), atol=1e-7)
+    features = dense.feature_map(image)                           # the first box's level is the image
+    inner = box_cells(boxes[:1], (1.0, 1.0), stride, features.shape[1:])
+    outer = box_cells(grow_boxes(boxes[:1], 0.5, (h, w)), (1.0, 1.0), stride, features.shape[1:])
+    assert (outer[0, 2:] - outer[0, :2] > inner[0, 2:] - inner[0, :2]).all()
+    n_in, n_out = np.prod(inner[0, 2:] - inner[0, :2]), np.prod(outer[0, 2:] - outer[0, :2])
+    ring_mean = (pool_cells(features, outer) * n_out - pool_cells(features, inner) * n_in) / (n_out - n_in)
+    weight, bias = dense.head()
+    np.testing.assert_allclose(ring_probs[0], softmax_head(ring_mean, weight, bias)[0], rtol=1e-4, atol=1e-6)
+    assert not ring_probs[1].any()
+
+
+def test_contrast_scores_by_hand():
+    box = np.array([[0.8, 0.5], [0.6, 0.0]], np.float32)
+    ring = np.array([[0.5, 0.0], [1.0, 0.9]], np.float32)
+    np.testing.assert_allclose(contrast_scores(box, ring, 2.0), [[0.2, 0.5], [0.0, 0.0]], atol=1e-7)
+    np.testing.assert_allclose(contrast_scores(box, ring, 0.0), box)
+    assert contrast_scores(box, ring, 3.0).dtype == np.float32
