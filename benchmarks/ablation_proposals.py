@@ -101,16 +101,15 @@ class Runner:
     def scores(self, name: str, ds, im, c: ProposalConfig, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Target scores of every box, and of the ring around it when ``c`` uses one (float16 on
         disk), for the scoring settings of ``c``; the contrast power is applied by the caller."""
-        pooled = c.scoring is ProposalScoring.POOLED
-        scoring = (c.scoring, c.context, c.max_scale, c.level_factor, c.fit, c.ring if c.uses_ring else 0.0) \
-            if pooled else (c.scoring, c.context)
+        pooled = c.scoring is ProposalScoring.POOLED   # the ring is scored even for contrast 0: rows share it
+        scoring = (c.scoring, c.context, c.max_scale, c.level_factor, c.fit, c.ring) if pooled else (c.scoring, c.context)
         f = self.cache / name / str(c.method) / _key(self.model_key, scoring) / (Path(im["file_name"]).stem + ".npz")
         if not f.exists():
             image = load_image(ds.images_dir / im["file_name"], convert=True)
             t0 = time.perf_counter()
             if pooled:
                 scorer = PooledScorer(self.dense, c.context, c.max_scale, c.level_factor, c.fit, scoring[-1])
-                probs, ring = scorer.probabilities_and_ring(image, boxes, RunStats()) if c.uses_ring \
+                probs, ring = scorer.probabilities_and_ring(image, boxes, RunStats()) if c.ring > 0 \
                     else (scorer.probabilities(image, boxes, RunStats()), None)
             else:
                 probs, ring = CropScorer(self.clf, c.context, c.batch_size).probabilities(image, boxes, RunStats()), None
@@ -135,7 +134,7 @@ class Runner:
                 size_ok = np.flatnonzero(((everything[:, 2:] - everything[:, :2]) >= c.min_size).all(axis=1))
                 pick = size_ok[:c.max_proposals]
                 boxes, scores = everything[pick], box_scores[pick]
-                if ring_scores is not None:
+                if ring_scores is not None and c.uses_ring:
                     scores = contrast_scores(scores, ring_scores[pick], c.contrast)
                 counts.append(len(boxes))
                 rows.append(best_ious(gt_boxes.get(im["id"], np.zeros((0, 4))), boxes, ranked=True))

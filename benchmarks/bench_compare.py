@@ -15,6 +15,7 @@ image, the share of time spent on proposals, peak RSS. Writes benchmarks/results
 and compare.png (AP against s/image). Run:
 
     python benchmarks/bench_compare.py [--limit N] [--rows dense pooled ...] [--frcnn models/frcnn.onnx]
+        [--data ../shared/data/coco-train] [--out compare-coco-train]
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="first N photos (default: all 160)")
     ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     ap.add_argument("--frcnn", type=Path, default=None, help="Faster R-CNN ONNX with real weights (default: random)")
+    ap.add_argument("--out", default="compare", help="name of the JSON and PNG under benchmarks/results/")
     args = ap.parse_args(argv)
     m = machine()
     print(f"machine: {machine_line(m)}", flush=True)
@@ -109,8 +111,8 @@ def main(argv=None) -> int:
     images = next(iter(results.values())).get("images")
     print_table(["detector", "AP", "AP50", "AP75", "AR@100", "recall@0.5", "s/image", "candidates/image",
                  "proposals share", "peak RSS MB"], rows,
-                title=f"coco-dev ({images} photos), EfficientNet-Lite0 ImageNet weights, no training ({machine_line(m)})")
-    write_json("compare", {"machine": m, "limit": args.limit, "rows": {k: {**ROWS[k], **v} for k, v in results.items()}})
+                title=f"{args.data.name} ({images} photos), EfficientNet-Lite0 ImageNet weights, no training ({machine_line(m)})")
+    write_json(args.out, {"machine": m, "data": args.data.name, "limit": args.limit, "rows": {k: {**ROWS[k], **v} for k, v in results.items()}})
 
     def draw(ax):
         for name, r in results.items():
@@ -125,10 +127,10 @@ def main(argv=None) -> int:
         ax.set_xscale("log")
         ax.set_xlabel("seconds per image (log)")
         ax.set_ylabel("COCO AP (62 categories)")
-        ax.set_title(f"AP against speed, coco-dev, {machine_line(m)}", fontsize=9)
+        ax.set_title(f"AP against speed, {args.data.name} ({images} photos), {machine_line(m)}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
 
-    write_chart("compare", draw)
+    write_chart(args.out, draw)
     return 0
 
 

@@ -245,16 +245,8 @@ def evaluate(data_dir: str | Path, model_path: str | Path, mode: Mode | str = Mo
         raise SlidewinError("none of the dataset's categories can be named by this model", model_path)
     run = run_detections(detector, dataset, evaluated, limit, progress)
     images = run.images
-    gt = dataset.gt
-    if limit is not None:
-        keep = {im["id"] for im in images}
-        gt = dict(gt, images=images, annotations=[a for a in gt["annotations"] if a["image_id"] in keep])
-    ev = _coco_eval(gt, run.results, list(evaluated))
+    ev, stats, per_class = _ap(dataset, run, evaluated, limit)
     names = {c["id"]: c["name"] for c in dataset.gt["categories"]}
-    if ev is None:
-        stats, per_class = [0.0] * 12, {cid: {"AP": 0.0, "AP50": 0.0} for cid in evaluated}
-    else:
-        stats, per_class = [float(s) for s in ev.stats], per_class_ap(ev, list(evaluated))
     metrics = {
         "AP": stats[0], "AP50": stats[1], "AP75": stats[2],
         "per_class": {names[c]: v for c, v in sorted(per_class.items(), key=lambda kv: names[kv[0]])},
@@ -280,6 +272,19 @@ def evaluate(data_dir: str | Path, model_path: str | Path, mode: Mode | str = Mo
 
         write_report(Path(out_dir), metrics, ev, dataset, run.per_image, evaluated, names, examples)
     return metrics
+
+
+def _ap(dataset, run, evaluated: dict, limit: int | None):
+    """faster-coco-eval over the images run (the first ``limit``): (the evaluator or None when
+    nothing was detected, its 12 summary numbers, AP and AP50 per category)."""
+    gt = dataset.gt
+    if limit is not None:
+        keep = {im["id"] for im in run.images}
+        gt = dict(gt, images=run.images, annotations=[a for a in gt["annotations"] if a["image_id"] in keep])
+    ev = _coco_eval(gt, run.results, list(evaluated))
+    if ev is None:
+        return None, [0.0] * 12, {cid: {"AP": 0.0, "AP50": 0.0} for cid in evaluated}
+    return ev, [float(s) for s in ev.stats], per_class_ap(ev, list(evaluated))
 
 
 def open_for_evaluation(model_path: str | Path, mode: Mode, recipe: Recipe, config: DetectorConfig | None,

@@ -128,6 +128,13 @@ def add_detector_args(p: argparse.ArgumentParser, classes_default: str | None = 
                    help="dense mode: run pyramid levels of more than PX x PX pixels in tiles of at most that "
                         f"many (default {DEFAULTS.dense_tile}; 0 never tiles): bounds memory, same results, "
                         "more time")
+    add_proposal_args(p, proposals_default)
+    p.set_defaults(window=None, input_window=False)
+    add_device_arg(p)
+
+
+def add_proposal_args(p: argparse.ArgumentParser, proposals_default: ProposalMethod) -> None:
+    """The region-proposal flags shared by ``detect``, ``compare`` and ``evaluate``."""
     g = p.add_argument_group("proposals (instead of windows: R-CNN without training)")
     g.add_argument("--proposals", choices=choices(ProposalMethod), default=proposals_default.value,
                    help="where candidate boxes come from: windows (the sliding-window grid), or selective "
@@ -149,8 +156,6 @@ def add_detector_args(p: argparse.ArgumentParser, classes_default: str | None = 
                    help="pooled scoring: multiply each box's score by (1 - the score of the ring around it) "
                         "** POWER, which demotes parts of objects; 0 turns it off "
                         f"(default {PROPOSAL_DEFAULTS.contrast:g}, ring {PROPOSAL_DEFAULTS.ring:g} of the box a side)")
-    p.set_defaults(window=None, input_window=False)
-    add_device_arg(p)
 
 
 def source(text: str):
