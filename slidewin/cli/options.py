@@ -112,7 +112,9 @@ def add_detector_args(p: argparse.ArgumentParser, classes_default: str | None = 
     g.add_argument("--max-levels", type=count(1), default=None, help="at most this many pyramid levels")
     g.add_argument("--min-score", type=number, default=None,
                    help=f"minimum class score to keep a window (default {min_score_default:g})")
-    g.add_argument("--iou", type=number, default=None, help=f"NMS IoU threshold (default {DEFAULTS.iou:g})")
+    g.add_argument("--iou", type=number, default=None,
+                   help=f"NMS IoU threshold (default {DEFAULTS.iou:g} for windows, {PROPOSAL_DEFAULTS.iou:g} for "
+                        "proposals, which fit objects: neighbours overlap more)")
     g.add_argument("--merge", choices=choices(Merge), default=None,
                    help=f"how overlapping windows become one box (default {DEFAULTS.merge}): nms, class-aware "
                         "NMS; soft-nms, Gaussian score decay; nested also drops boxes lying inside a stronger "

@@ -54,7 +54,7 @@ class ProposalConfig:
     max_proposals: int = 2000
     context: float = 0.0
     min_score: float = 0.5
-    iou: float = 0.5
+    iou: float = 0.7
     merge: Merge = Merge.NMS
     batch_size: int = 16
     max_scale: float = 3.0
