@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import COCO_DEV, ROOT, ensure_model, machine, machine_line, print_table, write_chart, write_json
+from _common import COCO_DEV, RESULTS, ROOT, ensure_model, machine, machine_line, print_table, write_chart, write_json
 
 ROWS = {
     "patch": {"label": "windows, patch mode", "mode": "patch"},
@@ -82,6 +82,36 @@ def run_row(name: str, spec: dict, args, out: Path) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def chart(name: str, results: dict, title: str) -> None:
+    """AP against s/image (log), one point per row; a row without AP is a dotted line (speed only)."""
+
+    def draw(ax):
+        ax.set_xscale("log")
+        for row, r in results.items():
+            label = ROWS[row]["label"]
+            if r.get("AP") is None:
+                ax.axvline(r["seconds_per_image"], ls=":", color="grey")
+                ax.text(r["seconds_per_image"], 0.03, " " + label + " (speed only)", rotation=90, fontsize=7,
+                        va="bottom", transform=ax.get_xaxis_transform())
+                continue
+            ax.scatter(r["seconds_per_image"], r["AP"], s=40)
+            ax.annotate(label, (r["seconds_per_image"], r["AP"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax.set_ylim(bottom=0, top=max([r["AP"] for r in results.values() if r.get("AP") is not None] + [0.01]) * 1.25)
+        ax.set_xlabel("seconds per image (log)")
+        ax.set_ylabel("COCO AP (62 categories)")
+        ax.set_title(f"AP against speed, {title}", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+
+    write_chart(name, draw)
+
+
+def replot(name: str) -> None:
+    """Redraw <name>.png from <name>.json (no detection run)."""
+    d = json.loads((RESULTS / f"{name}.json").read_text())
+    images = next(iter(d["rows"].values())).get("images")
+    chart(name, d["rows"], f"{d.get('data', 'coco-dev')} ({images} photos), {machine_line(d['machine'])}")
+
+
 def _fmt(v, spec: str = ".4f") -> str:
     return "-" if v is None else format(v, spec)
 
@@ -93,7 +123,11 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     ap.add_argument("--frcnn", type=Path, default=None, help="Faster R-CNN ONNX with real weights (default: random)")
     ap.add_argument("--out", default="compare", help="name of the JSON and PNG under benchmarks/results/")
+    ap.add_argument("--replot", action="store_true", help="only redraw the PNG from the JSON of --out")
     args = ap.parse_args(argv)
+    if args.replot:
+        replot(args.out)
+        return 0
     m = machine()
     print(f"machine: {machine_line(m)}", flush=True)
     results, rows = {}, []
@@ -114,23 +148,7 @@ def main(argv=None) -> int:
                 title=f"{args.data.name} ({images} photos), EfficientNet-Lite0 ImageNet weights, no training ({machine_line(m)})")
     write_json(args.out, {"machine": m, "data": args.data.name, "limit": args.limit, "rows": {k: {**ROWS[k], **v} for k, v in results.items()}})
 
-    def draw(ax):
-        for name, r in results.items():
-            if r.get("AP") is None:
-                ax.axvline(r["seconds_per_image"], ls=":", color="grey")
-                ax.text(r["seconds_per_image"], 0.001, " " + ROWS[name]["label"] + " (speed only)", rotation=90,
-                        fontsize=7, va="bottom")
-                continue
-            ax.scatter(r["seconds_per_image"], r["AP"], s=40)
-            ax.annotate(ROWS[name]["label"], (r["seconds_per_image"], r["AP"]), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_xlabel("seconds per image (log)")
-        ax.set_ylabel("COCO AP (62 categories)")
-        ax.set_title(f"AP against speed, {args.data.name} ({images} photos), {machine_line(m)}", fontsize=9)
-        ax.grid(alpha=0.3, which="both")
-
-    write_chart(args.out, draw)
+    chart(args.out, results, f"{args.data.name} ({images} photos), {machine_line(m)}")
     return 0
 
 
