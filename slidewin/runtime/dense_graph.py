@@ -22,7 +22,9 @@ two checks, which `slidewin.runtime.dense.DenseClassifier` makes each time it op
 
 Either failure rebuilds it. The checks cost a hash of the model files and two small inferences
 (tens of milliseconds), where rebuilding costs 0.3 s for EfficientNet-Lite0 and about 1.5 s for
-ResNet50 on the 2-core CPU.
+ResNet50 on the 2-core CPU. Both are made once per version of the files: the hashes and a passed
+probe are remembered in the cache folder for as long as the files stay the same
+(`slidewin.io.filememo`), so a one-photo command pays neither.
 
 The rewritten model also records how much context a tile of a level needs around its windows
 (`receptive_field`, `context_margin`), which `slidewin.runtime.dense` uses to run big levels in
@@ -40,7 +42,7 @@ import numpy as np
 
 from slidewin.errors import ModelError
 from slidewin.runtime.model_meta import (DENSE_HEAD_BIAS, DENSE_HEAD_WEIGHT, FEATURE_MAP, PROBABILITY_MAP, Key, ModelMeta,
-                                         sha256_of, write_metadata)
+                                         write_metadata)
 
 _PASS_THROUGH = {"Reshape", "Squeeze", "Flatten", "Identity"}
 #: What a cached dense model must say in ``dense_format``; older caches are rebuilt.
@@ -292,14 +294,21 @@ def external_files(model) -> list[str]:
 
 
 @lru_cache(maxsize=32)
-def _file_sha(path: str, size: int, mtime_ns: int) -> str:
-    return sha256_of(path)
+def _file_sha(path: str, identity: tuple[int, ...]) -> str:
+    from slidewin.io.filememo import file_sha256
+
+    return file_sha256(path)
 
 
 def file_sha(path: Path) -> str:
-    """`sha256_of`, once per file version in a process (a rewrite changes its size or mtime)."""
-    st = Path(path).stat()
-    return _file_sha(str(path), st.st_size, st.st_mtime_ns)
+    """``sha256:<hex>`` of a file, hashed once per version of the file: remembered in the cache
+    folder across processes (`slidewin.io.filememo`), and in this process."""
+    from slidewin.io.filememo import identity
+
+    ident = identity(path)
+    if ident is None:
+        raise FileNotFoundError(f"not a file: {path}")
+    return _file_sha(str(path), tuple(ident))
 
 
 def source_digest(path: Path, files: list[str]) -> str:

@@ -33,11 +33,11 @@ def run_settings(model: str | Path, config=None, classes=None, convert: bool = F
         convert, max_pixels: as for `slidewin.io.images.load_image`.
         proposals: the `ProposalConfig` when proposals are scored instead of windows.
     """
-    from slidewin.runtime.model_meta import sha256_of
+    from slidewin.io.filememo import file_sha256
     from slidewin.runtime.sessions import check_model_file
 
     settings = {
-        "model_sha256": sha256_of(check_model_file(model)),
+        "model_sha256": file_sha256(check_model_file(model)),  # hashed once per version of the file
         "config": None if config is None else asdict(config),
         "classes": classes,
         "convert": convert,
