@@ -12,7 +12,7 @@ from slidewin.pipeline.sliding import SlidingWindowDetector
 from slidewin.proposals.generators import ProposalMethod
 from slidewin.runtime.classifier import Classifier
 from slidewin.runtime.model_meta import ModelKind
-from slidewin.runtime.sessions import Device, SessionSettings, open_session, read_meta
+from slidewin.runtime.sessions import Device, SessionSettings, model_info
 
 #: What --classes names "every label" with, for a region-proposal model.
 _EVERY_LABEL = ("all", "coco")
@@ -39,10 +39,10 @@ def build_detector(path: str | Path, config: DetectorConfig | None = None, class
     least ``config.min_score``; the sliding-window settings of ``config`` do not apply to it.
     """
     settings = SessionSettings(device=device, threads=threads)
-    session = open_session(path, settings)
-    meta = read_meta(session, path)
+    info, session = model_info(path, settings)  # no session when the file is known (see `model_info`)
+    meta = info.meta(path)
     if meta.kind is ModelKind.CLASSIFIER:
-        clf = Classifier(path, device, threads, session=session)
+        clf = Classifier(path, device, threads, session=session, info=info)
         targets = Targets.parse(classes, clf.labels, clf.meta.label_set)
         if proposals is not None and proposals.method is not ProposalMethod.WINDOWS:
             from slidewin.proposals.detector import ProposalDetector

@@ -10,8 +10,8 @@ import numpy as np
 
 from slidewin.errors import ModelError
 from slidewin.runtime.model_meta import ModelKind, ModelMeta
-from slidewin.runtime.sessions import (Device, SessionSettings, check_finite, check_image_input, open_session,
-                                       read_meta)
+from slidewin.runtime.sessions import (Device, ModelInfo, SessionSettings, check_finite, check_image_input,
+                                       model_info, open_session, read_meta)
 
 
 @dataclass(frozen=True)
@@ -30,26 +30,43 @@ class Classifier:
         threads: ORT intra-op threads (default: physical cores).
         session: an already open session of ``path``, made with the same device and threads
             (skips opening it again).
+        info: the `ModelInfo` of ``path`` when already read (`model_info`).
+
+    The session is opened when first needed: a model file read before and unchanged since
+    (`model_info`) gives its metadata without one, and a detector that runs only the dense form
+    (`slidewin.runtime.dense`) never needs it.
 
     Attributes:
         settings: the session settings; the classifier's dense form is opened with them too.
     """
 
     def __init__(self, path: str | Path, device: Device | str = Device.AUTO, threads: int | None = None,
-                 session=None):
+                 session=None, info: ModelInfo | None = None):
         self.path = Path(path)
         self.settings = SessionSettings(device=device, threads=threads)
-        self.session = session or open_session(self.path, self.settings)
-        self.meta: ModelMeta = read_meta(self.session, self.path)
+        if info is None:
+            info, session = (ModelInfo.of(session), session) if session is not None else \
+                model_info(self.path, self.settings)
+        self._session = session
+        self.meta: ModelMeta = info.meta(self.path)
         if self.meta.kind is not ModelKind.CLASSIFIER:
             raise ModelError(f"is a {self.meta.kind.value} model, not a classifier", self.path)
-        self.input_name, self.input_dtype = check_image_input(self.session, self.meta, self.path)
-        outputs = self.session.get_outputs()
-        self.output_name = outputs[0].name
-        n_out = outputs[0].shape[-1]
+        self.input_name, self.input_dtype = check_image_input(info.inputs, self.meta, self.path)
+        self.output_name = info.outputs[0].name
+        n_out = info.outputs[0].shape[-1]
         if isinstance(n_out, int) and n_out != len(self.meta.labels):
             raise ModelError(f"model outputs {n_out} classes but its metadata lists {len(self.meta.labels)} labels",
                              self.path)
+
+    @property
+    def session(self):
+        """The ONNX Runtime session, opened on first use."""
+        if self._session is None:
+            session = open_session(self.path, self.settings)
+            if read_meta(session, self.path) != self.meta:
+                raise ModelError("the model file changed while slidewin was using it", self.path)
+            self._session = session
+        return self._session
 
     @property
     def input_hw(self) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from dataclasses import replace
 import numpy as np
 
 from slidewin.errors import ModelError
+from slidewin.io.filememo import identity, recall, remember
 from slidewin.runtime.dense_graph import UnsupportedGraph, build_dense_model, cached_digest, dense_model_paths
 from slidewin.runtime.model_meta import DENSE_HEAD_BIAS, DENSE_HEAD_WEIGHT, FEATURE_MAP, PROBABILITY_MAP, Key
 from slidewin.runtime.sessions import check_finite, open_session
@@ -34,6 +35,9 @@ DEFAULT_MAX_TILE = 3072
 #: A cached dense form is used only if, on a probe image at the trained size, its one probability
 #: cell is within this of the classifier's output: float noise is ~1e-7, another network is far off.
 PROBE_TOLERANCE = 1e-3
+#: The `slidewin.io.filememo` key under which a dense file's passed probe is remembered: the
+#: source digest the probe was made for.
+_PROBED = "dense_probe_passed_for"
 
 
 def tile_spans(length: int, window: int, stride: int, count: int, margin: int) -> list[tuple[int, int, int, int]]:
@@ -160,15 +164,22 @@ class DenseClassifier:
             if session is not None:
                 return candidate, session
         path = build_dense_model(clf.path, clf.meta)
+        ident = identity(path)
         session = open_session(path, self.settings, what="dense model")
         if not self._matches(session):
             raise UnsupportedGraph("the dense rewrite does not reproduce the classifier's output: use --mode patch",
                                    clf.path)
+        remember(path, _PROBED, dict(session.get_modelmeta().custom_metadata_map).get(Key.DENSE_SOURCE), ident)
         return path, session
 
     def _usable(self, candidate):
-        """The session of a cached dense form, if it is today's and computes what the classifier does."""
-        if not candidate.is_file():
+        """The session of a cached dense form, if it is today's and computes what the classifier does.
+
+        The probe is made once per version of the cached file: its passing is remembered in the
+        cache folder (`slidewin.io.filememo`) against the digest it was made for, so that later
+        commands open neither the classifier's session nor run the probe."""
+        ident = identity(candidate)
+        if ident is None:
             return None
         try:
             session = open_session(candidate, self.settings, what="dense model")
@@ -176,8 +187,13 @@ class DenseClassifier:
             return None
         props = dict(session.get_modelmeta().custom_metadata_map)
         digest = cached_digest(props, self.classifier.path)
-        if digest is None or props.get(Key.DENSE_SOURCE) != digest or not self._matches(session):
+        if digest is None or props.get(Key.DENSE_SOURCE) != digest:
             return None
+        if recall(candidate, _PROBED, ident) == digest:
+            return session
+        if not self._matches(session):
+            return None
+        remember(candidate, _PROBED, digest, ident)
         return session
 
     def _matches(self, session) -> bool:

@@ -117,7 +117,7 @@ class RegionProposalDetector:
         self.last_stats: RunStats | None = None
         if self.meta.kind is not ModelKind.REGION_PROPOSAL:
             raise ModelError(f"is a {self.meta.kind.value} model, not a region-proposal model", self.path)
-        self.input_name, self.input_dtype = check_image_input(self.session, self.meta, self.path)
+        self.input_name, self.input_dtype = check_image_input(self.session.get_inputs(), self.meta, self.path)
         batch = self.session.get_inputs()[0].shape[0]
         if isinstance(batch, int) and batch != 1:
             raise ModelError(f"input batch is {batch}; a region-proposal model takes one image (batch 1)", self.path)

@@ -197,3 +197,42 @@ def test_tiled_dense_equals_untiled_for_efficientnet(effnet_onnx, tmp_path):
     dense = DenseClassifier(clf, max_tile=735)  # two 256 x 2080 passes: one seam, 448 px of context each side
     assert [c for _, c in dense.tiles(level.shape[:2])] == [(0, 31, 0, 2080), (31, 61, 64, 2144)]
     np.testing.assert_allclose(dense.predict_map(level), untiled, rtol=0, atol=1e-5)
+
+
+def test_a_known_model_and_its_checked_dense_form_open_one_session(tiny_conv, tmp_path, monkeypatch):
+    """Once the dense form has passed the probe, a later detector opens neither the classifier's
+    session nor probes again, and detects the same (slidewin.io.filememo)."""
+    from slidewin.io import filememo
+    from slidewin.pipeline.config import DetectorConfig, Mode
+    from slidewin.pipeline.factory import build_detector
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(filememo, "RACY_SECONDS", 0.0)
+    config = DetectorConfig(mode=Mode.DENSE, windows_hw=((64, 64),), min_score=0.0)
+    image = np.random.default_rng(4).integers(0, 255, (160, 224, 3), dtype=np.uint8)
+    first = build_detector(tiny_conv.path, config)             # builds, probes, remembers
+    probes = []
+    monkeypatch.setattr(DenseClassifier, "_matches", lambda self, s: probes.append(s) or True)
+    second = build_detector(tiny_conv.path, config)
+    assert second.classifier._session is None and not probes
+    a, b = first.detect(image), second.detect(image)
+    np.testing.assert_array_equal(a.xyxy, b.xyxy)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(second.classifier.predict(image[None, :64, :64]),
+                                  first.classifier.predict(image[None, :64, :64]))   # opened when needed
+    assert second.classifier._session is not None
+
+
+def test_a_forged_dense_form_is_probed_even_after_a_good_one_passed(tiny_conv, tmp_path, monkeypatch):
+    from slidewin.io import filememo
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(filememo, "RACY_SECONDS", 0.0)
+    DenseClassifier(tiny_conv)
+    dense = DenseClassifier(tiny_conv)                          # probed and remembered
+    forged = onnx.load(str(dense.path))
+    _zero_head(forged)
+    onnx.save(forged, str(dense.path))                          # a new version of the file
+    again = DenseClassifier(tiny_conv)
+    image = np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(again.predict_map(image)[0, 0], tiny_conv.predict(image[None])[0], atol=1e-6)

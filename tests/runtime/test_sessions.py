@@ -4,9 +4,10 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from slidewin.runtime.sessions import Device, SessionSettings, open_session, session_options
+from slidewin.runtime.sessions import Device, SessionSettings, cuda_usable, open_session, session_options
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,3 +57,42 @@ def test_bad_model_files_are_one_model_error(tmp_path, make, needle):
     make(p)
     with pytest.raises(ModelError, match=needle):
         open_session(p, SessionSettings(device=Device.CPU))
+
+
+def test_a_known_model_is_described_without_a_session(tiny_conv, tmp_path, monkeypatch):
+    from slidewin.io import filememo
+    from slidewin.runtime.classifier import Classifier
+    from slidewin.runtime.sessions import ModelInfo, model_info
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(filememo, "RACY_SECONDS", 0.0)
+    info, session = model_info(tiny_conv.path, SessionSettings(device=Device.CPU))
+    assert session is not None and info == ModelInfo.of(session)
+    again, none = model_info(tiny_conv.path, SessionSettings(device=Device.CPU))
+    assert none is None and again == info                       # remembered: no session opened
+    clf = Classifier(tiny_conv.path, device=Device.CPU)
+    assert clf._session is None and clf.meta == tiny_conv.meta and clf.input_dtype == tiny_conv.input_dtype
+    x = np.zeros((2, 64, 64, 3), np.uint8)
+    np.testing.assert_array_equal(clf.predict(x), tiny_conv.predict(x))
+    if not cuda_usable():
+        from slidewin.errors import ModelError
+
+        with pytest.raises(ModelError, match="no usable CUDA"):   # refused when made, not at first use
+            Classifier(tiny_conv.path, device="cuda")
+
+
+def test_physical_cores_follow_the_topology_and_the_affinity():
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+
+    from slidewin.runtime.sessions import physical_cores
+
+    if len(os.sched_getaffinity(0)) == (os.cpu_count() or 0):
+        assert physical_cores() == psutil.cpu_count(logical=False)
+    one = subprocess.run([sys.executable, "-c", "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+                          "from slidewin.runtime.sessions import physical_cores; print(physical_cores())"],
+                         capture_output=True, text=True, check=True)
+    assert one.stdout.strip() == "1"
