@@ -99,8 +99,8 @@ def print_detections(record: dict, unit: str = "windows", file=None) -> None:
 
 
 def cmd_detect(args) -> int:
+    from slidewin.apps.folder.engines import Engine, is_uri
     from slidewin.apps.folder.inputs import is_folder_input
-    from slidewin.apps.folder.ray_engine import Engine, is_uri
 
     images, engine = args.image, Engine(args.engine)
     _check_engine_flags(args, engine)
@@ -130,7 +130,7 @@ _RAY_FLAGS = (("--address", "address"), ("--workers", "workers"), ("--cpus-per-w
 
 def _check_engine_flags(args, engine) -> None:
     """Each engine's flags given to the other are a mistake, said in one line."""
-    from slidewin.apps.folder.ray_engine import Engine
+    from slidewin.apps.folder.engines import Engine
 
     if engine is Engine.LOCAL:
         for flag, name in _RAY_FLAGS:
@@ -144,7 +144,7 @@ def _detect_folder(args, engine) -> int:
     """Folder, glob or several images: one JSON line each in OUT_DIR/results.jsonl."""
     import shlex
 
-    from slidewin.apps.folder.ray_engine import Engine
+    from slidewin.apps.folder.engines import Engine
     from slidewin.apps.folder.results_log import RESULTS_NAME
     from slidewin.io.files import check_output_dir
 

@@ -162,14 +162,14 @@ def add_proposal_args(p: argparse.ArgumentParser, proposals_default: ProposalMet
 
 def source(text: str):
     """argparse type of an input: a local path, or a URI kept as written (Path would fold its ``//``)."""
-    from slidewin.apps.folder.ray_engine import is_uri
+    from slidewin.apps.folder.engines import is_uri
 
     return text if is_uri(text) else Path(text)
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     """``--engine`` and the Ray cluster's flags (None: not given, so the local engine can refuse them)."""
-    from slidewin.apps.folder.ray_engine import Engine, RayOptions
+    from slidewin.apps.folder.engines import Engine, RayOptions
 
     ray = RayOptions()
     g = p.add_argument_group("engine")

@@ -152,3 +152,16 @@ def test_scaled_windows_search_a_big_photo_like_a_small_one():
     absolute = plan_levels(big_hw, (224, 224), [(150, 200)], 32, align=True)
     count = lambda levels: sum(len(lv.xs) * len(lv.ys) for lv in levels)  # noqa: E731
     assert count(absolute) > 10 * count(big)                             # ... not 16x the windows
+
+
+@given(st.integers(1, 4000), st.integers(1, 600), st.floats(0.25, 400))
+def test_window_starts_equal_the_sorted_unique_grid(length, window, step):
+    """The deduplication of neighbours gives what np.unique gave (identical windows, issue 14)."""
+    last = length - window
+    want = np.zeros(1, np.int64)
+    if last > 0:
+        grid = np.round(np.arange(0.0, last + 1e-9, step)).astype(np.int64)
+        want = np.unique(grid[grid <= last])
+        if want[-1] != last:
+            want = np.append(want, last)
+    np.testing.assert_array_equal(window_starts(length, window, step), want)

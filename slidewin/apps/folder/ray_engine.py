@@ -27,9 +27,9 @@ import re
 import sys
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
+from slidewin.apps.folder.engines import RAY_INSTALL, Engine, RayOptions, is_uri  # noqa: F401 (Engine: re-exported)
 from slidewin.apps.folder.prefetch import decode
 from slidewin.apps.folder.records import detection_record
 from slidewin.apps.folder.run import FolderSummary, detect_one, drawn_path, open_run, record_all
@@ -38,47 +38,9 @@ from slidewin.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from slidewin.pipeline.config import DetectorConfig
 from slidewin.runtime.sessions import Device
 
-#: What a user without the extra is told to run.
-RAY_INSTALL = "pip install 'slidewin[ray]'"
 #: Images per read task: small blocks spread the work evenly over the actors and keep little
 #: read-but-unprocessed data in the object store.
 FILES_PER_BLOCK = 16
-
-
-class Engine(StrEnum):
-    """Where a folder run detects: in this process, or on the actors of a Ray cluster."""
-
-    LOCAL = "local"
-    RAY = "ray"
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """The cluster and the actor pool of a Ray run.
-
-    Attributes:
-        address: the cluster to join (``ray start --head`` prints it; ``auto``: the one
-            ``ray start`` made on this machine); None: ``RAY_ADDRESS`` if set (``ray job submit``
-            sets it), else a new cluster on this machine for this run alone.
-        workers: actors, each with one detector (None: as many as the cluster's CPUs, or GPUs,
-            allow).
-        cpus_per_worker: CPUs each actor reserves, and its ONNX Runtime threads.
-        gpus_per_worker: GPUs each actor reserves (fractions share one GPU); with any, the
-            actor's detector runs on CUDA.
-    """
-
-    address: str | None = None
-    workers: int | None = None
-    cpus_per_worker: int = 1
-    gpus_per_worker: float = 0.0
-
-    def __post_init__(self):
-        if self.workers is not None and self.workers < 1:
-            raise SlidewinError(f"--workers must be at least 1, got {self.workers}")
-        if self.cpus_per_worker < 1:
-            raise SlidewinError(f"--cpus-per-worker must be at least 1, got {self.cpus_per_worker}")
-        if self.gpus_per_worker < 0:
-            raise SlidewinError(f"--gpus-per-worker must be 0 or more, got {self.gpus_per_worker:g}")
 
 
 @dataclass(frozen=True)
@@ -111,11 +73,6 @@ def import_ray():
     except ImportError:
         raise MissingDependencyError(f"--engine ray needs Ray Data: {RAY_INSTALL}") from None
     return ray
-
-
-def is_uri(source: str | Path) -> bool:
-    """True for ``scheme://...`` sources (``s3://``, ``gs://``, ...), read through Ray's filesystems."""
-    return "://" in str(source)
 
 
 class _DetectActor:
