@@ -6,12 +6,13 @@ Every failure the user can cause ends as one line on stderr and a non-zero exit 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from slidewin.errors import SlidewinError, is_internal, one_line, printable
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "entry", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -147,3 +148,39 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"slidewin: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code if isinstance(e, SlidewinError) else 2
+
+
+def entry() -> None:
+    """The ``slidewin`` console script: `main`, then a quick exit.
+
+    Tearing the interpreter down after a command frees ONNX Runtime's sessions, NumPy, OpenCV
+    and every module one by one: about 0.1 s on the 2-core CPU, a tenth of what a one-photo
+    ``detect`` spends outside the network. Once `main` has returned, every output is written and
+    every file closed (folder runs write their lines unbuffered), so the process flushes its
+    streams and leaves with ``os._exit``, unless the normal shutdown still has work to do
+    (`_teardown_needed`).
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # the reader went away (``| head``): nothing more can be said
+        code = code or 1
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if _teardown_needed():
+        sys.exit(code)
+    os._exit(code)
+
+
+def _teardown_needed() -> bool:
+    """Whether the interpreter's shutdown has work beyond freeing memory: exit handlers (logging,
+    Ray, TensorFlow and torch register them), pending finalizers (temporary folders), or threads
+    that are not daemons. Unknown means yes."""
+    import atexit
+    import threading
+    import weakref
+
+    handlers = getattr(atexit, "_ncallbacks", lambda: 1)()
+    finalizers = getattr(weakref.finalize, "_registry", {None: None})
+    return handlers > 0 or bool(finalizers) or any(
+        t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread())

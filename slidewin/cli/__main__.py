@@ -1,5 +1,3 @@
-import sys
+from slidewin.cli import entry
 
-from slidewin.cli import main
-
-sys.exit(main())
+entry()

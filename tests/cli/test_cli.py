@@ -150,6 +150,28 @@ def test_console_script_missing_file_exits_nonzero_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_the_console_script_leaves_quickly_with_every_line_written(tiny_conv, chelsea, tmp_path):
+    """`entry` skips the interpreter's teardown (issue 14) only after flushing: all the output of a
+    command reaches a pipe, the exit code is kept, and a one-photo detect needs no teardown."""
+    out = subprocess.run([sys.executable, "-m", "slidewin.cli", "detect", str(chelsea), "--model", str(tiny_conv.path),
+                          "--min-score", "0", "--json", "-"], capture_output=True, text=True)
+    assert out.returncode == 0 and json.loads(out.stdout)["detections"], out.stderr
+    code = ("import sys, slidewin.cli as c; c.main(['detect', sys.argv[1], '--model', sys.argv[2], '--json', "
+            "sys.argv[3]]); print(c._teardown_needed())")
+    one = subprocess.run([sys.executable, "-c", code, str(chelsea), str(tiny_conv.path), str(tmp_path / "d.json")],
+                         capture_output=True, text=True, check=True)
+    assert one.stdout.split()[-1] == "False", one.stdout
+
+
+@pytest.mark.parametrize("work", ["import atexit; atexit.register(print, 'bye')",
+                                  "import threading, time; threading.Thread(target=time.sleep, args=(0.3,)).start()",
+                                  "import tempfile; t = tempfile.TemporaryDirectory()"])
+def test_the_console_script_keeps_the_teardown_when_it_has_work(work):
+    code = f"{work}; import slidewin.cli as c; print(c._teardown_needed())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[0] == "True", out.stdout
+
+
 def test_import_slidewin_and_a_local_folder_run_pull_in_no_training_framework_nor_ray(tmp_path, tiny_model):
     tiny = tiny_model(tmp_path / "tiny.onnx", ["N", 32, 32, 3])
     (tmp_path / "in").mkdir()
