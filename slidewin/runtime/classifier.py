@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from slidewin.errors import ModelError
-from slidewin.runtime.model_meta import ModelKind, ModelMeta
+from slidewin.runtime.model_meta import Key, ModelKind, ModelMeta
 from slidewin.runtime.sessions import (Device, ModelInfo, SessionSettings, check_finite, check_image_input,
                                        model_info, open_session, read_meta)
 
@@ -51,6 +51,9 @@ class Classifier:
         self.meta: ModelMeta = info.meta(self.path)
         if self.meta.kind is not ModelKind.CLASSIFIER:
             raise ModelError(f"is a {self.meta.kind.value} model, not a classifier", self.path)
+        if self.meta.extra.get(Key.DENSE) == "true":
+            raise ModelError("is the dense form slidewin cached for a classifier: give the classifier itself "
+                             "(the same name without .dense)", self.path)
         self.input_name, self.input_dtype = check_image_input(info.inputs, self.meta, self.path)
         self.output_name = info.outputs[0].name
         n_out = info.outputs[0].shape[-1]

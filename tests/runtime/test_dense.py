@@ -236,3 +236,9 @@ def test_a_forged_dense_form_is_probed_even_after_a_good_one_passed(tiny_conv, t
     again = DenseClassifier(tiny_conv)
     image = np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     np.testing.assert_allclose(again.predict_map(image)[0, 0], tiny_conv.predict(image[None])[0], atol=1e-6)
+
+
+def test_the_dense_form_given_as_the_model_is_refused_by_name(tiny_conv):
+    dense = DenseClassifier(tiny_conv)
+    with pytest.raises(ModelError, match="is the dense form slidewin cached for a classifier"):
+        Classifier(dense.path)
