@@ -28,6 +28,9 @@ from typing import Any
 
 #: A file changed less than this many seconds ago is not recorded.
 RACY_SECONDS = 2.0
+#: Records are small (a model's metadata with 21,843 ImageNet-21k labels is ~0.4 MB); a bigger
+#: file in their place is ignored unread.
+MAX_RECORD_BYTES = 8 << 20
 
 
 def identity(path: str | Path) -> list[int] | None:
@@ -49,8 +52,11 @@ def _record_path(path: str | Path) -> Path:
 
 
 def _read(path: str | Path) -> dict:
+    record_path = _record_path(path)
     try:
-        record = json.loads(_record_path(path).read_text("utf-8"))
+        if record_path.stat().st_size > MAX_RECORD_BYTES:  # not ours: never read a file whole on trust
+            return {}
+        record = json.loads(record_path.read_text("utf-8"))
     except (OSError, ValueError):
         return {}
     if not isinstance(record, dict) or record.get("path") != os.path.realpath(path):

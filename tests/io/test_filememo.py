@@ -111,3 +111,11 @@ def test_a_damaged_record_is_ignored(tmp_path, cache):
 
 def test_not_a_file_has_no_identity(tmp_path):
     assert identity(tmp_path) is None and identity(tmp_path / "missing") is None
+
+
+def test_an_oversized_record_is_ignored_unread(tmp_path, cache, monkeypatch):
+    f = tmp_path / "model.onnx"
+    f.write_bytes(b"a")
+    file_sha256(f)
+    monkeypatch.setattr(filememo, "MAX_RECORD_BYTES", 10)
+    assert recall(f, "sha256") is None and file_sha256(f) == sha256_of(f)
