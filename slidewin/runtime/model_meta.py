@@ -80,6 +80,8 @@ class Key(StrEnum):
     SOURCE_FRAMEWORK = "source_framework"
     PRECISION = "precision"
     FEATURE_STRIDE = "feature_stride"
+    # how the graph preprocesses its uint8 RGB input: `slidewin.core.preprocessing.Preprocessing` as JSON
+    PREPROCESS = "preprocess"
     # Keras exports of a weights file
     WEIGHTS_FILE_SHA256 = "weights_file_sha256"
     # int8 exports
@@ -141,6 +143,19 @@ class ModelMeta:
         """True when the weights are untrained: speed figures are fine, accuracy figures are not."""
         return self.weights == Weights.RANDOM
 
+    @property
+    def preprocessing(self):
+        """The `Preprocessing` the graph applies, or None when the model predates the record."""
+        from slidewin.core.preprocessing import Preprocessing
+
+        text = self.extra.get(Key.PREPROCESS.value)
+        if not text:
+            return None
+        try:
+            return Preprocessing.from_json(text)
+        except ValueError:
+            return None
+
     def get(self, key: Key, default: str | None = None) -> str | None:
         """An ``extra`` key's value."""
         return self.extra.get(key.value, default)
@@ -172,7 +187,8 @@ class ModelMeta:
         if missing:
             raise ModelError(
                 f"not a slidewin model: metadata lacks {', '.join(missing)} "
-                "(export it with `slidewin export ...`)",
+                "(wrap an ONNX classifier with `slidewin export onnx MODEL.onnx --labels FILE "
+                "--preprocess PRESET --out OUT.onnx`, or see `slidewin export --help`)",
                 source,
             )
         try:
