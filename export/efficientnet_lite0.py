@@ -25,10 +25,13 @@ from ._common import (
     save_verified,
     version_of,
 )
-from .graph import Preprocess, describe_io, preprocess_numpy, to_slidewin_classifier
+from slidewin.core.preprocessing import PRESETS
+
+from .graph import NCHW, describe_io, meta_of, preprocess_for_raw, to_slidewin_classifier
 from .labels import IMAGENET1K, imagenet1k_labels
 
 INPUT_HW = (224, 224)
+PREPROCESSING = PRESETS["torch"]  # ImageNet mean/std on RGB in [0, 1]
 
 
 def load_efficientnet_lite0():
@@ -86,7 +89,7 @@ def export_efficientnet_lite0(out: Path, opset: int = 17) -> ExportReport:
     model = load_efficientnet_lite0()
 
     progress(f"exporting with torch.onnx (opset {opset})")
-    trace = torch.from_numpy(preprocess_numpy(random_images(2, INPUT_HW, TRACE_SEED), Preprocess.IMAGENET_NCHW))
+    trace = torch.from_numpy(preprocess_for_raw(random_images(2, INPUT_HW, TRACE_SEED), PREPROCESSING, NCHW))
     buf = io.BytesIO()
     try:
         with warnings.catch_warnings():
@@ -116,7 +119,8 @@ def export_efficientnet_lite0(out: Path, opset: int = 17) -> ExportReport:
         feature_stride=32,
     )
     progress("adding uint8 RGB input with preprocessing and Softmax, checking the graph")
-    final = to_slidewin_classifier(raw, Preprocess.IMAGENET_NCHW, meta, outputs_logits=True)
+    final = to_slidewin_classifier(raw, PREPROCESSING, meta, outputs_logits=True, layout=NCHW)
+    meta = meta_of(final)
 
     images = parity_images(INPUT_HW)
     ref = torch_probabilities(model, images)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from slidewin.core.preprocessing import PRESETS
 from slidewin.errors import SlidewinError
 from slidewin.runtime.model_meta import Key, LabelSet, ModelKind, ModelMeta, Precision, Weights, sha256_of
 
@@ -26,7 +27,7 @@ from ._common import (
     softmax,
     version_of,
 )
-from .graph import Preprocess, describe_io, to_slidewin_classifier
+from .graph import NHWC, describe_io, meta_of, to_slidewin_classifier
 from .labels import IMAGENET1K, imagenet1k_labels, read_labels_file
 
 IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
@@ -254,7 +255,8 @@ def export_keras_resnet50(
     except Exception as e:
         raise SlidewinError(f"tf2onnx could not convert the model: {_one_line(e)}", weights) from None
     progress("adding uint8 RGB input with preprocessing, checking the graph")
-    final = to_slidewin_classifier(raw, Preprocess.CAFFE_NHWC, meta, outputs_logits=logits)
+    final = to_slidewin_classifier(raw, PRESETS["caffe"], meta, outputs_logits=logits, layout=NHWC)
+    meta = meta_of(final)
 
     ref = softmax(raw_ref) if logits else raw_ref.astype(np.float32)
 

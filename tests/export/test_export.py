@@ -22,7 +22,12 @@ from onnx import TensorProto, helper, numpy_helper
 from slidewin.errors import MissingDependencyError, ModelError, SlidewinError
 from slidewin.runtime.model_meta import ModelKind, ModelMeta, sha256_of
 from slidewin_export.cli import add_export_parser
-from slidewin_export.graph import Preprocess, preprocess_numpy, to_slidewin_classifier
+from slidewin.core.preprocessing import PRESETS
+from slidewin_export.graph import NCHW, NHWC, preprocess_for_raw, to_slidewin_classifier
+
+# (preprocessing, layout) pairs of the two built-in exporters: Keras ResNet50, torch EfficientNet.
+CAFFE_NHWC = (PRESETS["caffe"], NHWC)
+IMAGENET_NCHW = (PRESETS["torch"], NCHW)
 
 CAT_IDS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO, CUP = 967, 968
@@ -75,10 +80,10 @@ def exporter_report(path: Path) -> dict:
     return json.loads(path.with_suffix(".report.json").read_text())
 
 
-def tiny_raw_classifier(preprocess: Preprocess, hw=(4, 6), classes=2, seed=0) -> tuple[onnx.ModelProto, np.ndarray]:
+def tiny_raw_classifier(preprocess, hw=(4, 6), classes=2, seed=0) -> tuple[onnx.ModelProto, np.ndarray]:
     """Raw float graph: mean over H, W then a (3, classes) MatMul; returns (model, weight)."""
     w = np.random.default_rng(seed).normal(size=(3, classes)).astype(np.float32)
-    nhwc = preprocess is Preprocess.CAFFE_NHWC
+    nhwc = preprocess[1] == NHWC
     shape = ["n", *hw, 3] if nhwc else ["n", 3, *hw]
     nodes = [
         helper.make_node("ReduceMean", ["x"], ["pooled"], axes=[1, 2] if nhwc else [2, 3], keepdims=0),
@@ -105,17 +110,17 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- graph surgery (fast)
 
-@pytest.mark.parametrize("preprocess", list(Preprocess))
+@pytest.mark.parametrize("preprocess", [CAFFE_NHWC, IMAGENET_NCHW])
 @pytest.mark.parametrize("logits", [True, False])
 def test_graph_wrap_matches_numpy_reference(tmp_path, preprocess, logits):
     raw, w = tiny_raw_classifier(preprocess)
-    model = to_slidewin_classifier(raw, preprocess, tiny_meta(), outputs_logits=logits)
+    model = to_slidewin_classifier(raw, preprocess[0], tiny_meta(), outputs_logits=logits)
     path = tmp_path / "tiny.onnx"
     onnx.save(model, path)
     assert_classifier_contract(path, 2, hw=(4, 6))
     images = new_images(5, seed=1, hw=(4, 6))
-    x = preprocess_numpy(images, preprocess)
-    pooled = x.mean(axis=(1, 2) if preprocess is Preprocess.CAFFE_NHWC else (2, 3))
+    x = preprocess_for_raw(images, *preprocess)
+    pooled = x.mean(axis=(1, 2) if preprocess[1] == NHWC else (2, 3))
     expected = pooled @ w
     expected = softmax(expected) if logits else expected
     np.testing.assert_allclose(run_onnx(path, images), expected, rtol=1e-5, atol=1e-5)
@@ -124,18 +129,18 @@ def test_graph_wrap_matches_numpy_reference(tmp_path, preprocess, logits):
 
 def test_preprocess_numpy_caffe_is_bgr_minus_mean():
     img = np.array([[[[10, 20, 30]]]], np.uint8)
-    np.testing.assert_allclose(preprocess_numpy(img, Preprocess.CAFFE_NHWC)[0, 0, 0],
+    np.testing.assert_allclose(preprocess_for_raw(img, *CAFFE_NHWC)[0, 0, 0],
                                [30 - 103.939, 20 - 116.779, 10 - 123.68], rtol=1e-6)
-    out = preprocess_numpy(np.full((1, 2, 2, 3), 255, np.uint8), Preprocess.IMAGENET_NCHW)
+    out = preprocess_for_raw(np.full((1, 2, 2, 3), 255, np.uint8), *IMAGENET_NCHW)
     assert out.shape == (1, 3, 2, 2)
     np.testing.assert_allclose(out[0, :, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) / [0.229, 0.224, 0.225], rtol=1e-6)
 
 
 @pytest.mark.parametrize("hw, classes, match", [((5, 6), 2, "shape"), ((4, 6), 3, r"\[N, 3\]")])
 def test_graph_wrap_rejects_mismatched_meta(hw, classes, match):
-    raw, _ = tiny_raw_classifier(Preprocess.CAFFE_NHWC)
+    raw, _ = tiny_raw_classifier(CAFFE_NHWC)
     with pytest.raises(ModelError, match=match):
-        to_slidewin_classifier(raw, Preprocess.CAFFE_NHWC, tiny_meta(hw, classes), outputs_logits=True)
+        to_slidewin_classifier(raw, PRESETS["caffe"], tiny_meta(hw, classes), outputs_logits=True)
 
 
 # ---------------------------------------------------------------- CLI and dependencies (fast)

@@ -21,7 +21,8 @@ from slidewin.runtime.classifier import Classifier
 from slidewin.errors import SlidewinError
 from slidewin.runtime.model_meta import ModelKind, ModelMeta, Precision, Weights
 from slidewin_export import quantize
-from slidewin_export.graph import Preprocess, to_slidewin_classifier
+from slidewin.core.preprocessing import PRESETS
+from slidewin_export.graph import to_slidewin_classifier
 from slidewin_export.quantize import (agreement, calibration_photos, cut_windows,
                                       probabilities, split_photos, to_fp16, to_int8)
 
@@ -78,7 +79,7 @@ def tiny_classifier(tmp_path, hw=(16, 16), classes=3, weights=Weights.RANDOM):
     raw.ir_version = 8  # onnx 1.23 writes IR 14 by default, which ONNX Runtime 1.31 cannot read
     meta = ModelMeta(kind=ModelKind.CLASSIFIER, input_hw=hw, labels=tuple(f"c{i}" for i in range(classes)),
                      label_set="custom", weights=weights, architecture="tiny", source_framework="test")
-    model = to_slidewin_classifier(raw, Preprocess.IMAGENET_NCHW, meta, outputs_logits=True)
+    model = to_slidewin_classifier(raw, PRESETS["torch"], meta, outputs_logits=True)
     path = tmp_path / "tiny.onnx"
     onnx.save(model, path)
     return path
