@@ -208,3 +208,89 @@ class ExportReport:
             f"{m.input_hw[0]}x{m.input_hw[1]}, parity max |Δprob| = {self.max_abs_diff:.3g} "
             f"on {self.parity_images} images"
         )
+
+
+def check_out_writable(out: Path) -> None:
+    """Fail at once, before any slow conversion, when ``out`` cannot be written.
+
+    ``out`` must not be a folder or a special file, and the nearest existing folder above it must
+    take a new file (probed with a real temporary file: ``os.access`` says yes to root even on a
+    read-only mount). Missing folders in between are created by the save, as for every exporter.
+
+    Raises:
+        SlidewinError: one line naming ``out`` and the reason.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise SlidewinError("--out is a folder; give the ONNX file to write", out)
+    if out.exists() and not out.is_file():
+        raise SlidewinError("--out exists and is not a regular file", out)
+    parent = out.parent if str(out.parent) else Path(".")
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SlidewinError(f"cannot write the model: {parent} is not a folder", out)
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise SlidewinError(f"cannot write the model: {parent} does not take new files ({e.strerror or e})", out) from None
+
+
+def preprocessing_from_args(preset_name: str | None, mean: str | None, std: str | None, scale: str | None,
+                            bgr: bool, source: Path | str | None = None):
+    """The `Preprocessing` the command line states, or None when it states none.
+
+    Either a preset (``--preprocess caffe|tf|torch|raw|unit``) or the explicit form
+    (``--mean R,G,B --std R,G,B --scale S --bgr``, any subset; the rest default to the identity),
+    never both.
+
+    Raises:
+        SlidewinError: an unknown preset, both forms at once, or malformed numbers (one line,
+            naming ``source``).
+    """
+    from slidewin.core.preprocessing import Preprocessing, preset
+
+    explicit = mean is not None or std is not None or scale is not None or bgr
+    if preset_name is not None and explicit:
+        raise SlidewinError("give --preprocess PRESET or --mean/--std/--scale/--bgr, not both", source)
+    if preset_name is not None:
+        try:
+            return preset(preset_name)
+        except ValueError as e:
+            raise SlidewinError(str(e), source) from None
+    if not explicit:
+        return None
+
+    def triple(text: str | None, flag: str, default: tuple[float, float, float]) -> tuple[float, float, float]:
+        if text is None:
+            return default
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != 3:
+            raise SlidewinError(f"{flag} needs three comma-separated numbers R,G,B (got {text!r})", source)
+        return values
+
+    try:
+        value = 1.0 if scale is None else _number(scale)
+        return Preprocessing("custom", value, triple(mean, "--mean", (0.0, 0.0, 0.0)),
+                             triple(std, "--std", (1.0, 1.0, 1.0)), bgr=bool(bgr))
+    except ValueError as e:
+        raise SlidewinError(f"bad preprocessing: {e}", source) from None
+
+
+def _number(text: str) -> float:
+    """A float, also written as a fraction (``1/255``)."""
+    if "/" in text:
+        num, _, den = text.partition("/")
+        return float(num) / float(den)
+    return float(text)
+
+
+def presets_line() -> str:
+    """``caffe (BGR mean ...), tf (...), ...``: the presets as one line, for errors."""
+    from slidewin.core.preprocessing import PRESETS
+
+    return "; ".join(p.describe() for p in PRESETS.values())

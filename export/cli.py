@@ -25,8 +25,14 @@ _PRECISION_HELP = (
     "probabilities and are checked against fp32 on held-out photo windows"
 )
 _CALIBRATION_HELP = (
-    "folder of photos for int8 (default: ../shared/data/coco-dev/images next to the repository): "
-    "the even-numbered files calibrate, the odd-numbered ones check agreement with fp32"
+    "folder of photos, required for int8 (a few dozen ordinary photos, e.g. coco-dev/images): the "
+    "even-numbered files calibrate, the odd-numbered ones check agreement with fp32 (fp16 uses them too "
+    "when given)"
+)
+_PREPROCESS_HELP = (
+    "the convention the model was trained with: caffe (Keras ResNet/VGG: BGR, ImageNet mean subtracted), "
+    "tf ([-1, 1]), torch (ImageNet mean/std on [0, 1]), raw (0-255 as they are), unit ([0, 1]); "
+    "or give --mean/--std/--scale/--bgr"
 )
 
 _FRCNN_WEIGHTS_HELP = (
@@ -72,6 +78,47 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     _add_precision_arguments(effnet)
     effnet.set_defaults(func=_run_efficientnet_lite0)
 
+    onnx_ = models.add_parser(
+        "onnx", help="any ONNX image classifier (one image input, (N, classes) output), with its preprocessing stated",
+        description="Wrap an ONNX image classifier into a slidewin model: uint8 RGB NHWC input, the stated "
+                    "preprocessing and (for logits) a Softmax inside the graph, labels and provenance in the "
+                    "metadata. Layout (NCHW/NHWC), input dtype and size are read from the graph; parity is "
+                    "checked against the original file run by ONNX Runtime.",
+    )
+    onnx_.add_argument("model", type=Path, metavar="MODEL.onnx", help="the ONNX classifier to wrap")
+    onnx_.add_argument("--labels", type=Path, metavar="FILE",
+                       help="one label per line, one per model output (optional for 1000 outputs: ImageNet-1k)")
+    _add_preprocess_arguments(onnx_)
+    onnx_.add_argument("--input-size", metavar="HxW",
+                       help="the size the model was trained at; needed only when the graph leaves it open")
+    onnx_.add_argument("--outputs", choices=["logits", "probabilities"],
+                       help="what the model outputs (default: detected; rows summing to 1 are probabilities)")
+    onnx_.add_argument("--layout", choices=["NCHW", "NHWC"],
+                       help="the input layout (default: read from the graph, the axis of size 3)")
+    onnx_.add_argument("--architecture", metavar="NAME", help="recorded in the metadata (default: the file name)")
+    onnx_.add_argument("--out", type=Path, required=True, metavar="FILE", help="ONNX file to write")
+    _add_precision_arguments(onnx_)
+    onnx_.set_defaults(func=_run_onnx)
+
+    keras_any = models.add_parser(
+        "keras", help="any Keras image classifier (.keras/.h5) via tf2onnx, with its preprocessing stated or known",
+        description="Export a Keras image classifier via tf2onnx. The preprocessing is taken from the model where "
+                    "a Keras application fixes it (ResNet/VGG: caffe; MobileNet/Inception/Xception: tf; "
+                    "EfficientNet and models with preprocessing layers: raw); otherwise --preprocess is required.",
+    )
+    keras_any.add_argument("model", type=Path, metavar="FILE.keras", help="a full Keras model (.keras or .h5)")
+    keras_any.add_argument("--labels", type=Path, metavar="FILE",
+                           help="one label per line, one per model output (optional for 1000 outputs: ImageNet-1k)")
+    _add_preprocess_arguments(keras_any)
+    keras_any.add_argument("--input-size", metavar="HxW",
+                           help="the size the model was trained at; needed only when the model leaves it open")
+    keras_any.add_argument("--architecture", metavar="NAME",
+                           help="recorded in the metadata (default: the Keras application, else keras:<model name>)")
+    keras_any.add_argument("--out", type=Path, required=True, metavar="FILE", help="ONNX file to write")
+    keras_any.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    _add_precision_arguments(keras_any)
+    keras_any.set_defaults(func=_run_keras)
+
     frcnn = models.add_parser(
         "frcnn-resnet50-fpn-v2", help="torchvision Faster R-CNN ResNet50-FPN v2 (region proposals) via torch.onnx",
         description="Export torchvision's fasterrcnn_resnet50_fpn_v2 to a region-proposal ONNX model with a "
@@ -92,25 +139,90 @@ def _add_precision_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration", type=Path, metavar="DIR", help=_CALIBRATION_HELP)
 
 
-def _run_keras_resnet50(args: argparse.Namespace) -> int:
-    from .keras_resnet50 import export_keras_resnet50
+def _add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
+    # No argparse `choices` for the preset: an unknown one gets slidewin's one-line error (naming
+    # the model file and the presets), not argparse's usage block.
+    parser.add_argument("--preprocess", metavar="PRESET", help=_PREPROCESS_HELP)
+    parser.add_argument("--mean", metavar="R,G,B", help="per-channel mean subtracted after --scale (model's channel order)")
+    parser.add_argument("--std", metavar="R,G,B", help="per-channel divisor applied after the mean")
+    parser.add_argument("--scale", metavar="S", help="multiplies the 0-255 pixels first (e.g. 1/255)")
+    parser.add_argument("--bgr", action="store_true", help="the model takes BGR channel order")
+
+
+def _stated_preprocessing(args: argparse.Namespace):
+    from ._common import preprocessing_from_args
+
+    return preprocessing_from_args(args.preprocess, args.mean, args.std, args.scale, args.bgr, args.model)
+
+
+def _input_size(args: argparse.Namespace):
+    from slidewin.errors import SlidewinError
+
+    from .onnx_file import parse_input_size
+
+    try:
+        return parse_input_size(args.input_size)
+    except ValueError as e:
+        raise SlidewinError(str(e), args.model) from None
+
+
+def _check_precision_args(args: argparse.Namespace) -> None:
+    """Before any slow step: int8 needs --calibration, and --out must be writable."""
+    from slidewin.errors import SlidewinError
+
+    from ._common import check_out_writable
+
+    if args.precision == Precision.INT8.value and args.calibration is None:
+        raise SlidewinError("int8 needs calibration photos: pass --calibration DIR "
+                            "(a folder of a few dozen ordinary photos, e.g. coco-dev/images)", args.out)
+    check_out_writable(args.out)
+
+
+def _export(args: argparse.Namespace, export_fp32) -> int:
     from .quantize import export_at_precision
 
-    report = export_at_precision(
-        lambda out: export_keras_resnet50(args.weights, out, labels_file=args.labels, opset=args.opset),
-        args.out, args.precision, args.calibration)
+    _check_precision_args(args)
+    report = export_at_precision(export_fp32, args.out, args.precision, args.calibration)
     print(report.summary())
     return 0
+
+
+def _run_keras_resnet50(args: argparse.Namespace) -> int:
+    from .keras_resnet50 import export_keras_resnet50
+
+    return _export(args, lambda out: export_keras_resnet50(args.weights, out, labels_file=args.labels, opset=args.opset))
 
 
 def _run_efficientnet_lite0(args: argparse.Namespace) -> int:
     from .efficientnet_lite0 import export_efficientnet_lite0
-    from .quantize import export_at_precision
 
-    report = export_at_precision(lambda out: export_efficientnet_lite0(out, opset=args.opset),
-                                 args.out, args.precision, args.calibration)
-    print(report.summary())
-    return 0
+    return _export(args, lambda out: export_efficientnet_lite0(out, opset=args.opset))
+
+
+def _run_onnx(args: argparse.Namespace) -> int:
+    from slidewin.errors import SlidewinError
+
+    from ._common import presets_line
+    from .onnx_file import export_onnx
+
+    preprocessing = _stated_preprocessing(args)
+    if preprocessing is None:
+        raise SlidewinError(f"state the model's preprocessing: --preprocess PRESET ({presets_line()}) "
+                            "or --mean R,G,B --std R,G,B --scale S [--bgr]", args.model)
+    size = _input_size(args)
+    return _export(args, lambda out: export_onnx(
+        args.model, out, preprocessing, labels_file=args.labels, input_size=size, outputs=args.outputs,
+        layout=args.layout, architecture=args.architecture))
+
+
+def _run_keras(args: argparse.Namespace) -> int:
+    from .keras_any import export_keras
+
+    preprocessing = _stated_preprocessing(args)
+    size = _input_size(args)
+    return _export(args, lambda out: export_keras(
+        args.model, out, preprocessing, labels_file=args.labels, input_size=size,
+        architecture=args.architecture, opset=args.opset))
 
 
 def _run_frcnn(args: argparse.Namespace) -> int:

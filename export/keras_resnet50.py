@@ -9,26 +9,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-import numpy as np
-
 from slidewin.core.preprocessing import PRESETS
 from slidewin.errors import SlidewinError
-from slidewin.runtime.model_meta import Key, LabelSet, ModelKind, ModelMeta, Precision, Weights, sha256_of
+from slidewin.runtime.model_meta import Key, LabelSet, Weights, sha256_of
 
-from ._common import (
-    ExportReport,
-    check_parity,
-    import_tensorflow,
-    looks_like_probabilities,
-    onnx_probabilities,
-    parity_images,
-    progress,
-    save_verified,
-    softmax,
-    version_of,
-)
-from .graph import NHWC, describe_io, meta_of, to_slidewin_classifier
-from .labels import IMAGENET1K, imagenet1k_labels, read_labels_file
+from ._common import ExportReport, check_out_writable, import_tensorflow, progress
+from .keras_any import _walk_layers, export_keras_model
+from .keras_any import one_line as _one_line
+from .labels import IMAGENET1K
 
 IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
 IMAGENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_WEIGHTS_FILE
@@ -59,11 +47,6 @@ def keras_home() -> Path:
         return Path(home).expanduser()
     base = Path.home()
     return (base if os.access(base, os.W_OK) else Path("/tmp")) / ".keras"
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return (text[:300] + "...") if len(text) > 300 else text or type(e).__name__
 
 
 def _imagenet_weights_path(keras) -> str:
@@ -125,41 +108,10 @@ def _load(weights: str, keras, seed: int) -> _Loaded:
     return _Loaded(model, sha256_of(path), label_set=LabelSet.CUSTOM)
 
 
-def _walk_layers(model):
-    for layer in getattr(model, "layers", ()):
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _walk_layers(layer)
-
-
-def _architecture(model, input_hw: tuple[int, int]) -> tuple[str, int]:
-    """``(name, feature_stride)``; the stride is read off the global-average-pool's input grid."""
+def _architecture(model) -> str:
+    """``resnet50`` for Keras' ResNet50 (by name or layers), else ``keras:<model name>``."""
     names = {layer.name for layer in _walk_layers(model)} | {model.name}
-    arch = "resnet50" if "resnet50" in names or {"conv1_conv", "conv5_block3_out"} <= names else f"keras:{model.name}"
-    stride = 0
-    for layer in _walk_layers(model):
-        if type(layer).__name__ == "GlobalAveragePooling2D":
-            shape = tuple(layer.input.shape)
-            if len(shape) == 4 and shape[1] and input_hw[0] % shape[1] == 0:
-                stride = input_hw[0] // shape[1]
-    return arch, stride
-
-
-def keras_probabilities(model, keras, images: np.ndarray, logits: bool) -> np.ndarray:
-    """The framework's own answer: Keras' ResNet50 ``preprocess_input`` and a forward pass.
-
-    Args:
-        model: a Keras classifier taking caffe-preprocessed NHWC input.
-        keras: the imported keras module.
-        images: uint8 ``(N, H, W, 3)`` RGB.
-        logits: apply softmax to the outputs.
-
-    Returns:
-        float32 ``(N, C)`` probabilities.
-    """
-    x = keras.applications.resnet50.preprocess_input(images.astype(np.float32))
-    out = np.concatenate([keras.ops.convert_to_numpy(model(x[i:i + 8], training=False)) for i in range(0, len(x), 8)])
-    return softmax(out) if logits else out.astype(np.float32)
+    return "resnet50" if "resnet50" in names or {"conv1_conv", "conv5_block3_out"} <= names else f"keras:{model.name}"
 
 
 def export_keras_resnet50(
@@ -196,75 +148,14 @@ def export_keras_resnet50(
     """
     t0 = time.perf_counter()
     out = Path(out)
+    check_out_writable(out)
     progress("importing TensorFlow")
-    tf, keras, tf2onnx = import_tensorflow()
+    _, keras, _ = import_tensorflow()
     loaded = _load(str(weights), keras, seed)
     model = loaded.model
-
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise SlidewinError(f"model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; expected one image input and one class output", weights)
-    in_shape, out_shape = tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
-    if len(in_shape) != 4 or in_shape[3] != 3 or len(out_shape) != 2 or not out_shape[1]:
-        raise SlidewinError(f"model maps {in_shape} to {out_shape}; expected (N, H, W, 3) RGB images to (N, classes)", weights)
-    input_hw = (in_shape[1] or DEFAULT_HW[0], in_shape[2] or DEFAULT_HW[1])
-    num_classes = int(out_shape[1])
-
-    if labels_file is not None:
-        labels = read_labels_file(Path(labels_file))
-        label_set = LabelSet.CUSTOM
-        if len(labels) != num_classes:
-            raise SlidewinError(f"labels file has {len(labels)} labels but the model has {num_classes} outputs", labels_file)
-    elif num_classes == 1000:
-        labels, label_set = imagenet1k_labels(), IMAGENET1K
-    else:
-        raise SlidewinError(f"model has {num_classes} outputs, not ImageNet's 1000: pass --labels FILE with one label per line", weights)
-
-    act = getattr(getattr(model.layers[-1], "activation", None), "__name__", "")
-    if act == "sigmoid":
-        raise SlidewinError("model ends in a sigmoid (multi-label); slidewin classifiers need softmax or logits", weights)
-    images = parity_images(input_hw)
-    raw_ref = keras_probabilities(model, keras, images, logits=False)
-    logits = not looks_like_probabilities(raw_ref)
-    if logits:
-        progress("model outputs logits: appending Softmax")
-
-    arch, stride = _architecture(model, input_hw)
-    meta = ModelMeta(
-        kind=ModelKind.CLASSIFIER,
-        input_hw=input_hw,
-        labels=labels,
-        label_set=label_set,
-        weights=loaded.weights,
-        architecture=arch,
-        source_framework=f"keras {version_of('keras')} (tensorflow {tf.__version__}), tf2onnx {version_of('tf2onnx')}",
-        precision=Precision.FP32.value,
-        feature_stride=stride,
-        extra=loaded.extra,
-    )
-
-    progress(f"converting with tf2onnx (opset {opset}; about half a minute for ResNet50)")
-    spec = (tf.TensorSpec((None, *input_hw, 3), tf.float32, name="input"),)
-    try:
-        if type(model).__name__ == "Functional":  # ResNet50 and most fine-tuned models
-            raw, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
-        else:
-            # tf2onnx 1.17's from_keras fails on Keras 3 Sequential models (KeyError on a
-            # keras_tensor name); tracing a plain tf.function works for any model class.
-            fn = tf.function(lambda x: model(x, training=False), input_signature=spec)
-            raw, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
-    except Exception as e:
-        raise SlidewinError(f"tf2onnx could not convert the model: {_one_line(e)}", weights) from None
-    progress("adding uint8 RGB input with preprocessing, checking the graph")
-    final = to_slidewin_classifier(raw, PRESETS["caffe"], meta, outputs_logits=logits, layout=NHWC)
-    meta = meta_of(final)
-
-    ref = softmax(raw_ref) if logits else raw_ref.astype(np.float32)
-
-    def verify(path: Path) -> float:
-        progress(f"parity: ONNX Runtime vs Keras on {len(images)} images not used for tracing")
-        return check_parity(onnx_probabilities(path, images), ref, out)
-
-    diff = save_verified(final, out, verify)
-    report = ExportReport(out, meta, diff, time.perf_counter() - t0, len(images))
-    progress(describe_io(final))
-    return report
+    # ResNet50 takes Keras' "caffe" convention (resnet50.preprocess_input); stated here, recorded
+    # in the metadata, and fed to Keras by the parity check.
+    return export_keras_model(
+        model, out, PRESETS["caffe"], source=weights, weights=loaded.weights, labels_file=labels_file,
+        input_size=None if all(tuple(model.inputs[0].shape)[1:3]) else DEFAULT_HW, architecture=_architecture(model),
+        extra=loaded.extra, opset=opset, t0=t0)

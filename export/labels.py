@@ -43,19 +43,66 @@ def generate_imagenet1k_labels(out: Path | None = None) -> Path:
     return out
 
 
+MAX_LABELS_BYTES = 8 << 20  # 8 MiB: far above any real label list (21k ImageNet classes ~ 0.5 MiB)
+
+
 def read_labels_file(path: Path) -> tuple[str, ...]:
     """One label per line; surrounding whitespace and blank lines are ignored.
 
+    Only a regular file is read, and at most `MAX_LABELS_BYTES`: a FIFO, a device or a socket
+    given as ``--labels`` is refused before it is opened (it would block or never end), and the
+    file is opened non-blocking and checked again, so one swapped in meanwhile cannot hang either.
+
     Raises:
-        SlidewinError: the file cannot be read or holds no labels.
+        SlidewinError: the file is missing, special, too big, unreadable, or holds no labels.
     """
+    import os
+    import stat
+
     from slidewin.errors import SlidewinError
 
+    path = Path(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SlidewinError(f"cannot read labels file: {getattr(e, 'strerror', None) or e}", path) from None
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise SlidewinError("labels file is not a regular file (a folder, FIFO or device?)", path)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise SlidewinError("labels file is not a regular file", path)
+            data = f.read(MAX_LABELS_BYTES + 1)
+    except OSError as e:
+        raise SlidewinError(f"cannot read labels file: {e.strerror or e}", path) from None
+    if len(data) > MAX_LABELS_BYTES:
+        raise SlidewinError(f"labels file is larger than {MAX_LABELS_BYTES >> 20} MiB; expected one label per line", path)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SlidewinError(f"labels file is not UTF-8 text (byte {e.start})", path) from None
     labels = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not labels:
         raise SlidewinError("labels file is empty (expected one label per line)", path)
     return labels
+
+
+def labels_for(num_classes: int, labels_file: Path | None, source: Path | str) -> tuple[tuple[str, ...], str]:
+    """``(labels, label_set)`` for a model with ``num_classes`` outputs.
+
+    A labels file must hold exactly one label per output; without one, a 1000-output model gets
+    the ImageNet-1k names and any other count is refused.
+
+    Raises:
+        SlidewinError: counts differ, or no labels for a non-ImageNet model (one line).
+    """
+    from slidewin.errors import SlidewinError
+
+    if labels_file is not None:
+        labels = read_labels_file(Path(labels_file))
+        if len(labels) != num_classes:
+            raise SlidewinError(f"labels file has {len(labels)} labels but the model has {num_classes} outputs",
+                                labels_file)
+        return labels, LabelSet.CUSTOM.value
+    if num_classes == 1000:
+        return imagenet1k_labels(), IMAGENET1K
+    raise SlidewinError(f"model has {num_classes} outputs, not ImageNet's 1000: pass --labels FILE "
+                        "with one label per line", source)

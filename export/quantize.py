@@ -40,9 +40,6 @@ from .graph import INPUT_NAME, OUTPUT_NAME
 
 PREPROCESS_PREFIX = "slidewin_pre/"  # graph.py names the in-graph preprocessing nodes with it
 
-# ../shared/data/coco-dev/images next to the repository, when this runs from a checkout.
-DEFAULT_CALIBRATION_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco-dev" / "images"
-
 # Windows are square crops whose side is a fraction of the photo's short side, resized to the
 # model's input: the views a sliding-window detector feeds the classifier at several pyramid levels.
 WINDOW_FRACTIONS = (1.0, 0.6, 0.35)
@@ -81,18 +78,18 @@ def split_photos(photos: Sequence[Path]) -> tuple[list[Path], list[Path]]:
 
 
 def calibration_photos(directory: str | Path | None) -> tuple[Path, list[Path], list[Path]]:
-    """Resolve ``--calibration`` (None: the default coco-dev folder) into ``(dir, calibration, held_out)``.
+    """Resolve ``--calibration`` into ``(dir, calibration, held_out)``.
+
+    There is no default folder: int8 is calibrated on photos the user names.
 
     Raises:
         SlidewinError: one line saying int8 needs calibration photos and how to give them.
     """
     if directory is None:
-        if not DEFAULT_CALIBRATION_DIR.is_dir():
-            raise SlidewinError(
-                f"int8 needs calibration photos: {DEFAULT_CALIBRATION_DIR} does not exist; "
-                "pass --calibration DIR (a folder of a few dozen ordinary photos, e.g. coco-dev/images)"
-            )
-        directory = DEFAULT_CALIBRATION_DIR
+        raise SlidewinError(
+            "int8 needs calibration photos: pass --calibration DIR "
+            "(a folder of a few dozen ordinary photos, e.g. coco-dev/images)"
+        )
     d = Path(directory)
     photos = list_photos(d)
     if len(photos) < 2:
@@ -656,10 +653,10 @@ class PrecisionReport(ExportReport):
 def convert(src: str | Path, dst: str | Path, precision: Precision | str, calibration: str | Path | None = None,
             max_windows: int | None = None, max_check_windows: int | None = None,
             settings: Int8Settings = Int8Settings()) -> Agreement | None:
-    """fp32 model ``src`` -> ``dst`` at ``precision``; photos from ``calibration`` (None: coco-dev).
+    """fp32 model ``src`` -> ``dst`` at ``precision``; photos from the folder ``calibration``.
 
-    fp32 copies the file. fp16 checks agreement on held-out photo windows when photos are
-    available, else on the parity images. int8 needs the photos.
+    fp32 copies the file. fp16 checks agreement on held-out photo windows when a folder is
+    given, else on the parity images. int8 needs the photos (SlidewinError without them).
     """
     precision = Precision(precision)
     src, dst = Path(src), Path(dst)
@@ -669,9 +666,7 @@ def convert(src: str | Path, dst: str | Path, precision: Precision | str, calibr
             save_verified(onnx.load(src), dst, lambda p: None)
         return None
     if precision is Precision.FP16:
-        held = None
-        if calibration is not None or DEFAULT_CALIBRATION_DIR.is_dir():
-            held = calibration_photos(calibration)[2]
+        held = calibration_photos(calibration)[2] if calibration is not None else None
         return to_fp16(src, dst, photos=held, max_check_windows=max_check_windows)
     folder, cal, held = calibration_photos(calibration)
     return to_int8(src, dst, cal, held_out=held, max_windows=max_windows, max_check_windows=max_check_windows,
@@ -698,7 +693,7 @@ def export_at_precision(export_fp32: Callable[[Path], ExportReport], out: str | 
         export_fp32: ``path -> ExportReport``, e.g. ``export_efficientnet_lite0``.
         out: the file to write.
         precision: fp32 (the exporter's file as it is), fp16 or int8.
-        calibration: folder of photos (None: ``../shared/data/coco-dev/images`` by the repository).
+        calibration: folder of photos (required for int8; optional for fp16's agreement check).
         max_windows: calibration windows at most (default ``CALIBRATION_WINDOWS``).
 
     Returns:
@@ -727,8 +722,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", required=True, choices=[p.value for p in Precision])
     ap.add_argument("--out", type=Path, required=True, metavar="FILE")
     ap.add_argument("--calibration", type=Path, metavar="DIR",
-                    help="folder of photos: even-numbered calibrate int8, odd-numbered check agreement "
-                         "(default: ../shared/data/coco-dev/images by the repository)")
+                    help="folder of photos (required for int8): even-numbered calibrate int8, "
+                         "odd-numbered check agreement")
     ap.add_argument("--calibration-windows", type=int, metavar="N",
                     help=f"calibration windows at most (default {CALIBRATION_WINDOWS})")
     args = ap.parse_args(argv)

@@ -10,6 +10,7 @@ the bounds here are deliberately looser.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -27,7 +28,9 @@ from slidewin_export.quantize import (agreement, calibration_photos, cut_windows
                                       probabilities, split_photos, to_fp16, to_int8)
 
 CAT_IDS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
-needs_photos = pytest.mark.skipif(not quantize.DEFAULT_CALIBRATION_DIR.is_dir(),
+# Real photos for int8 calibration, when the shared data sit next to the repository.
+COCO_DEV_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "coco-dev" / "images"
+needs_photos = pytest.mark.skipif(not COCO_DEV_IMAGES.is_dir(),
                                   reason="../shared/data/coco-dev is missing (real photos for int8 calibration)")
 FEW = 32  # calibration / check windows in tests: 2 cores
 
@@ -209,7 +212,6 @@ def test_int8_without_photos_is_one_line(tmp_path, capsys, monkeypatch, one_line
         raise AssertionError("exported before checking the calibration photos")
 
     monkeypatch.setattr("slidewin_export.efficientnet_lite0.export_efficientnet_lite0", no_export)
-    monkeypatch.setattr(quantize, "DEFAULT_CALIBRATION_DIR", tmp_path / "nowhere")
     code = main(["export", "efficientnet-lite0", "--precision", "int8", "--out", str(tmp_path / "x.onnx")])
     one_line_error(capsys, code, "int8 needs calibration photos", "--calibration DIR")
     (tmp_path / "empty").mkdir()
@@ -240,9 +242,9 @@ def test_cli_precision_choices():
 
 @pytest.fixture(scope="session")
 def coco_split():
-    if not quantize.DEFAULT_CALIBRATION_DIR.is_dir():
+    if not COCO_DEV_IMAGES.is_dir():
         pytest.skip("../shared/data/coco-dev is missing (real photos for int8 calibration)")
-    return calibration_photos(None)
+    return calibration_photos(COCO_DEV_IMAGES)
 
 
 @pytest.fixture(scope="session")
@@ -319,7 +321,8 @@ def test_cli_exports_int8_efficientnet(tmp_path, coco_split, monkeypatch, capsys
     monkeypatch.setattr(quantize, "CALIBRATION_WINDOWS", FEW)  # keep the test short on 2 cores
     monkeypatch.setattr(quantize, "CHECK_WINDOWS", FEW)
     out = tmp_path / "e8.onnx"
-    assert main(["export", "efficientnet-lite0", "--precision", "int8", "--out", str(out)]) == 0
+    assert main(["export", "efficientnet-lite0", "--precision", "int8", "--calibration", str(coco_split[0]),
+                 "--out", str(out)]) == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith(f"wrote {out}") and "int8: top-1 agreement with fp32" in summary
     meta = Classifier(out, device="cpu").meta
