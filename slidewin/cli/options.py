@@ -95,7 +95,7 @@ def add_detector_args(p: argparse.ArgumentParser, classes_default: str | None = 
     g.add_argument("--mode", choices=choices(Mode), default=None,
                    help="patch: classify every window crop; dense: one fully-convolutional pass per pyramid "
                         "level, same windows at the network stride (15-25x faster, better AP on COCO); "
-                        f"auto: dense when the classifier can be rewritten, else patch (default {DEFAULTS.mode})")
+                        f"auto: dense when the classifier can be rewritten, else patch (default {DEFAULTS.mode.value})")
     g.add_argument("--window", action=_WindowAction, default=None, metavar="WxH",
                    help="window size(s) in image pixels, e.g. 224 or 200x150 (repeat or comma-separate for "
                         "several; 'input' = the classifier's input size; default "
@@ -116,7 +116,7 @@ def add_detector_args(p: argparse.ArgumentParser, classes_default: str | None = 
                    help=f"NMS IoU threshold (default {DEFAULTS.iou:g} for windows, {PROPOSAL_DEFAULTS.iou:g} for "
                         "proposals, which fit objects: neighbours overlap more)")
     g.add_argument("--merge", choices=choices(Merge), default=None,
-                   help=f"how overlapping windows become one box (default {DEFAULTS.merge}): nms, class-aware "
+                   help=f"how overlapping windows become one box (default {DEFAULTS.merge.value}): nms, class-aware "
                         "NMS; soft-nms, Gaussian score decay; nested also drops boxes lying inside a stronger "
                         "one (the demo's choice: cleaner pictures, lower AP); vote averages each kept box with "
                         "those it suppressed")
@@ -146,7 +146,7 @@ def add_proposal_args(p: argparse.ArgumentParser, proposals_default: ProposalMet
     g.add_argument("--proposal-scoring", choices=choices(ProposalScoring), default=None,
                    help="pooled: average the dense feature map over each box and apply the classifier's head "
                         "(shared convolutions); crops: classify each box cut out (one pass per box) "
-                        f"(default {PROPOSAL_DEFAULTS.scoring})")
+                        f"(default {PROPOSAL_DEFAULTS.scoring.value})")
     g.add_argument("--max-proposals", type=count(1), default=None, metavar="N",
                    help=f"score at most the N best-ranked proposals (default {PROPOSAL_DEFAULTS.max_proposals})")
     g.add_argument("--min-proposal-size", type=number, default=None, metavar="PX",

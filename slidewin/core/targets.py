@@ -113,6 +113,8 @@ class Targets:
         items = class_items(spec)
         if items is None or items == [ALL_LABELS]:
             return cls.all_labels(labels)
+        if not items:
+            raise SlidewinError(f"--classes {spec!r} names no class (see `slidewin labels --model M`)")
         groups: dict[str, tuple[int, ...]] = {}
         if label_set == LabelSet.IMAGENET_1K:
             groups = dict(load_groups(COCO_GROUPS))
@@ -137,8 +139,28 @@ class Targets:
                 names.append(labels[i])
                 columns.append((i,))
             else:
-                raise SlidewinError(f"unknown class {item!r}: not an index, a label of the model or a group name")
+                raise SlidewinError(unknown_class_message(item, labels, groups, label_set))
         members = np.zeros((len(labels), len(columns)), np.float32)
         for j, ids in enumerate(columns):
             members[list(ids), j] = 1.0
         return cls(tuple(names), members)
+
+
+def unknown_class_message(item: str, labels: tuple[str, ...], groups: dict[str, tuple[int, ...]],
+                          label_set: str = LabelSet.CUSTOM) -> str:
+    """Why ``item`` names nothing, in one line: the COCO category this model has no class for,
+    or the nearest label and group names (``did you mean ...``)."""
+    import difflib
+
+    key = item.lower()
+    if label_set == LabelSet.IMAGENET_1K:
+        note = load_group_notes(COCO_GROUPS).get(key)
+        if note:
+            return f"unknown class {item!r}: {note.rstrip('.')} (COCO category without a counterpart)"
+    names = list(dict.fromkeys([*groups, *labels]))
+    by_lower = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(key, list(by_lower), n=4, cutoff=0.7)
+    close += [by_lower[n] for n in by_lower if key in n and by_lower[n] not in close][: max(0, 4 - len(close))]
+    hint = f"; did you mean {', '.join(repr(by_lower.get(c, c)) for c in close)}?" if close else ""
+    return (f"unknown class {item!r}: not an index, a label of the model or a group name{hint} "
+            "(`slidewin labels --model M` lists them)")

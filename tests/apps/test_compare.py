@@ -15,8 +15,8 @@ def test_compare_smoke(effnet_onnx, frcnn_random_onnx, tmp_path, capsys):
     rgb = data.coffee()
     cv2.imwrite(str(img), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     out, js = tmp_path / "side.jpg", tmp_path / "cmp.json"
-    code = main(["compare", str(img), "--classifier", str(effnet_onnx), "--frcnn", str(frcnn_random_onnx),
-                 "--out", str(out), "--json", str(js), "--proposals", "selective-search-single"])
+    code = main(["compare", str(img), "--model", str(effnet_onnx), "--frcnn", str(frcnn_random_onnx),
+                 "--out-image", str(out), "--json", str(js), "--proposals", "selective-search-single"])
     assert code == 0
     text = capsys.readouterr().out
     assert "dense windows (efficientnet-lite0)" in text and "region proposal network (fasterrcnn_resnet50_fpn_v2)" in text
@@ -42,13 +42,14 @@ def test_compare_checks_model_kinds(effnet_onnx, tmp_path, capsys):
 
     img = tmp_path / "c.jpg"
     cv2.imwrite(str(img), data.chelsea()[..., ::-1])
-    code = main(["compare", str(img), "--classifier", str(effnet_onnx), "--frcnn", str(effnet_onnx)])
+    code = main(["compare", str(img), "--model", str(effnet_onnx), "--frcnn", str(effnet_onnx)])
     err = capsys.readouterr().err
     assert code != 0 and "--frcnn must be a region-proposal model" in err and len(err.strip().splitlines()) == 1
 
 
 def test_compare_without_frcnn_shows_windows_and_proposals(effnet_onnx, chelsea, tmp_path, capsys):
     out = tmp_path / "side.jpg"
+    # the old spellings, --classifier and --out, stay accepted
     code = main(["compare", str(chelsea), "--classifier", str(effnet_onnx), "--out", str(out),
                  "--proposals", "selective-search-single", "--proposal-scoring", "crops", "--max-proposals", "30"])
     text = capsys.readouterr().out

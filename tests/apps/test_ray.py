@@ -1,7 +1,7 @@
 """Folder runs on a Ray cluster (`--engine ray`): the same records, errors and resume as local runs.
 
 One real local Ray cluster for the module (2 CPUs, a small object store, no dashboard, no
-progress bars), real coco-dev photos plus a broken file, EfficientNet-Lite0 with its ImageNet
+progress bars), real COCO photos (tests/data/coco-mini) plus a broken file, EfficientNet-Lite0 with its ImageNet
 weights. Reference records come from a local `--out-dir` run and an uninterrupted Ray run, each
 made once for the module.
 """
@@ -24,9 +24,9 @@ from slidewin.apps.folder.run import SOME_FAILED_EXIT
 from slidewin.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-COCO_IMAGES = ROOT.parent / "shared" / "data" / "coco-dev" / "images"
+COCO_IMAGES = ROOT / "tests" / "data" / "coco-mini" / "images"
 PHOTOS = 10
-#: Detector flags of every run here: enough boxes on coco-dev photos that equality means something.
+#: Detector flags of every run here: enough boxes on COCO photos that equality means something.
 FLAGS = ["--classes", "coco", "--min-score", "0.2", "--max-levels", "1"]
 
 
@@ -45,10 +45,10 @@ def by_image(recs: list[dict]) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    """~10 coco-dev photos and one truncated JPEG, in one folder."""
+    """10 COCO photos and one truncated JPEG, in one folder."""
     folder = tmp_path_factory.mktemp("photos")
     chosen = sorted(COCO_IMAGES.glob("*.jpg"))[:PHOTOS]
-    assert len(chosen) == PHOTOS, f"coco-dev photos missing in {COCO_IMAGES}"
+    assert len(chosen) == PHOTOS, f"the fixture photos are missing in {COCO_IMAGES}"
     for p in chosen:
         shutil.copy(p, folder / p.name)
     jpeg = chosen[0].read_bytes()

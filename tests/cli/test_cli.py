@@ -45,7 +45,7 @@ def test_detect_finds_a_photo_pasted_into_a_scene(effnet_onnx, tmp_path, capsys,
     model = tmp_path / "m.onnx"     # a private copy: dense mode caches its rewrite beside the model
     model.write_bytes(effnet_onnx.read_bytes())
     code = main(["detect", str(image), "--model", str(model), "--classes", "cat", "--mode", mode,
-                 "--out", str(out_img), "--json", str(out_json)])
+                 "--out-image", str(out_img), "--json", str(out_json)])
     assert code == 0
     record = json.loads(out_json.read_text())
     assert (record["width"], record["height"]) == (900, 560)

@@ -80,7 +80,7 @@ def test_huge_class_range_is_refused_before_allocating(tiny, image, capsys):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB
 
 
-@pytest.mark.parametrize("flag", ["--out", "--json"])
+@pytest.mark.parametrize("flag", ["--out-image", "--out", "--json"])  # --out: the old spelling
 def test_outputs_onto_a_directory_an_input_or_below_a_file(tiny, image, tmp_path, capsys, flag):
     (tmp_path / "adir").mkdir()
     (tmp_path / "afile").write_text("x")

@@ -1,0 +1,5 @@
+"""``python -m slidewin ...``: the same as the ``slidewin`` command."""
+
+from slidewin.cli import entry
+
+entry()
