@@ -152,8 +152,9 @@ def cmd_detect(args) -> int:
     for flag, value in (("--resume", args.resume), ("--draw", args.draw), ("--prefetch", args.prefetch)):
         if value:
             raise SlidewinError(f"{flag} is for folder runs: add --out-dir OUT")
+    check_outputs({"--out-image": args.out_image, "--json": args.json}, (images[0], args.model))  # before any work
     detector = _open_detector(args.model, detector_config(args), args.classes, args.device, proposal_config(args))
-    to = sys.stderr if str(args.json) == "-" else sys.stdout
+    to = _report_stream(args.json)
     say(f"model: {model_header(detector.meta)}", file=to)
     record = run_detect(images[0], detector, args.model, args.convert, args.out_image, args.json, args.max_pixels)
     print_detections(record, detector.last_stats.unit, file=to)
@@ -161,6 +162,16 @@ def cmd_detect(args) -> int:
         if path is not None and str(path) != "-":
             say(f"wrote {what}: {path}", file=to)
     return 0
+
+
+def _report_stream(json_path: Path | None):
+    """Where a command's report goes: stderr when the JSON goes to stdout (``-``, ``/dev/stdout``,
+    a pipe), so that the JSON stays readable; stdout otherwise."""
+    from slidewin.io.files import is_stream
+
+    if json_path is not None and (str(json_path) == "-" or is_stream(json_path)):
+        return sys.stderr
+    return sys.stdout
 
 
 #: Flags that only the Ray engine reads.
@@ -295,18 +306,20 @@ def cmd_compare(args) -> int:
     h, w = image.shape[:2]
     limited = "" if args.frcnn is None else (f"; Faster R-CNN limited to the {len(comparison.shared_labels)} "
                                              "categories the classifier can name")
-    say(f"{args.image} ({w}x{h}){limited}")
-    print(markdown_table(headers, [[printable(str(cell)) for cell in row] for row in rows]))
+    to = _report_stream(args.json)
+    say(f"{args.image} ({w}x{h}){limited}", file=to)
+    print(markdown_table(headers, [[printable(str(cell)) for cell in row] for row in rows]), file=to)
     for r in results:
         if r.meta.is_random:
             say(f"note: {r.name} has untrained (random) weights: its scores are refused; "
-                "counts and timings are still measured")
+                "counts and timings are still measured", file=to)
     if args.out_image is not None:
         save_image(args.out_image, side_by_side(image, results))
-        say(f"wrote image: {args.out_image}")
+        say(f"wrote image: {args.out_image}", file=to)
     if args.json is not None:
         write_json(args.json, compare_payload(args.image, (h, w), decode, results))
-        say(f"wrote json: {args.json}")
+        if str(args.json) != "-":
+            say(f"wrote json: {args.json}", file=to)
     return 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -51,10 +53,41 @@ def check_output_file(path: str | Path, what: str, inputs: tuple = ()) -> None:
     p = Path(path)
     if p.is_dir():
         raise SlidewinError(f"{what} is a folder, not a file", p)
+    if is_stream(p):  # written through, never replaced: nothing is created beside it
+        return
+    kind = _special_kind(p)
+    if kind:
+        raise SlidewinError(f"{what} is {kind}, not a regular file: give a file path, or - for stdout", p)
     for other in inputs:
         if other is not None and _same_file(p, Path(other)):
             raise SlidewinError(f"{what} would overwrite an input file", p)
     check_output_dir(p.parent, f"the folder of {what}")
+
+
+def is_stream(path: str | Path) -> bool:
+    """True when writing ``path`` means writing *through* it, never replacing it: a character
+    device (a terminal, ``/dev/null``) or a FIFO, directly or through a link, and any path under
+    ``/dev/`` or ``/proc/`` (``/dev/stdout`` of a shell redirected to a file is a link to that file:
+    replacing it would lose what the shell reads)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+        return True
+    return os.path.abspath(path).startswith(("/dev/", "/proc/")) and stat.S_ISREG(mode)
+
+
+def _special_kind(path: Path) -> str | None:
+    """What an existing non-regular path is ("a block device", "a socket"), None for a regular
+    file or a path that does not exist yet."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return {stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(mode), "a special file")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -80,6 +113,11 @@ def atomic_write(out: str | Path, write: Callable[[Path], object]) -> object:
         What ``write`` returned.
     """
     out = Path(out)
+    if is_stream(out):
+        return _write_through(out, write)
+    kind = _special_kind(out)
+    if kind:
+        raise SlidewinError(f"is {kind}, not a regular file: give a file path, or - for stdout", out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp" + out.suffix, dir=out.parent)
     os.close(fd)
@@ -90,6 +128,17 @@ def atomic_write(out: str | Path, write: Callable[[Path], object]) -> object:
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+    return result
+
+
+def _write_through(out: Path, write: Callable[[Path], object]) -> object:
+    """``write`` into a private temporary file, then its bytes appended to the device or FIFO
+    ``out`` (append: a shell's redirection keeps what was written before)."""
+    with tempfile.TemporaryDirectory(prefix="slidewin-") as d:
+        tmp = Path(d) / ("out" + out.suffix)
+        result = write(tmp)
+        with open(tmp, "rb") as src, open(out, "ab") as dst:
+            shutil.copyfileobj(src, dst)
     return result
 
 
