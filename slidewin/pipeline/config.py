@@ -47,6 +47,20 @@ REFERENCE_SIDE = 1024
 MAX_BATCH_SIZE = 1024
 
 
+class NetworkStride(float):
+    """The default step: "the network's stride". It is 32 px where a number is needed (patch mode,
+    printing it), and a detector that runs dense (``auto`` or ``dense``) steps by the stride its
+    classifier's dense form has (16 for a network that downsamples 16 times). A step the user sets
+    is a plain float and is kept as it is."""
+
+    def __repr__(self) -> str:
+        return "NetworkStride(32.0)"
+
+
+#: The default `DetectorConfig.step`.
+DEFAULT_STEP = NetworkStride(32.0)
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     """Sliding-window parameters.
@@ -54,8 +68,8 @@ class DetectorConfig:
     Attributes:
         windows_hw: window sizes (height, width) in original-image pixels at the first level
             (default `DEFAULT_WINDOWS`; None: one window of the classifier's input size).
-        step: distance between windows in classifier-input pixels (32 = ResNet50's stride),
-            or (step_y, step_x).
+        step: distance between windows in classifier-input pixels, or (step_y, step_x);
+            default `DEFAULT_STEP`: the network's stride in dense mode, 32 in patch mode.
         scale: pyramid factor between levels.
         max_levels: at most this many pyramid levels per window size.
         min_score: keep (window, target) pairs scoring at least this.
@@ -78,7 +92,7 @@ class DetectorConfig:
     """
 
     windows_hw: tuple[tuple[int, int], ...] | None = DEFAULT_WINDOWS
-    step: float | tuple[float, float] = 32.0
+    step: float | tuple[float, float] = DEFAULT_STEP
     scale: float = 1.5
     max_levels: int | None = None
     min_score: float = 0.5

@@ -20,7 +20,7 @@ from slidewin.core.geometry import Level, plan_levels, scale_windows
 from slidewin.core.merge import merge_detections
 from slidewin.core.targets import Targets
 from slidewin.errors import ModelError, SlidewinError
-from slidewin.pipeline.config import DetectorConfig, Mode, Scoring
+from slidewin.pipeline.config import DetectorConfig, Mode, NetworkStride, Scoring
 from slidewin.pipeline.windows import iter_window_batches, level_boxes, resize_level
 from slidewin.runtime.classifier import Classifier
 
@@ -31,19 +31,46 @@ MAX_PLAN_BYTES = 8 << 30
 MAX_WINDOWS = 5_000_000
 
 
-def dense_capable(classifier: Classifier) -> bool:
-    """Whether a classifier can run in dense mode: its metadata gives the network stride and the
-    rewrite knows its graph (`slidewin.runtime.dense_graph`)."""
+def dense_capable(classifier: Classifier, say: bool = True) -> bool:
+    """Whether a classifier can run in dense mode: the rewrite knows its graph
+    (`slidewin.runtime.dense_graph`); when it does not, the reason is said once (`note_patch_mode`)."""
     from slidewin.runtime.dense import DenseClassifier
     from slidewin.runtime.dense_graph import UnsupportedGraph
 
-    if not classifier.meta.feature_stride:
-        return False
     try:
         DenseClassifier(classifier)
-    except UnsupportedGraph:
+    except UnsupportedGraph as e:
+        if say:
+            note_patch_mode(classifier.path, e.problem)
         return False
     return True
+
+
+_NOTED: set[str] = set()
+
+
+def note_patch_mode(path, reason: str) -> None:
+    """Say on stderr, once per model and process, in one line, why ``auto`` runs patch mode."""
+    import sys
+
+    from slidewin.errors import printable
+    from slidewin.io.stderr import STDERR_LOCK
+
+    key = str(path)
+    if key in _NOTED:
+        return
+    _NOTED.add(key)
+    with STDERR_LOCK:
+        print(f"slidewin: note: {printable(key)}: patch mode: {printable(reason)}", file=sys.stderr, flush=True)
+
+
+def _follows_stride(step) -> bool:
+    """Whether ``step`` is the default, "the network's stride" (`NetworkStride`)."""
+    return isinstance(step, NetworkStride)
+
+
+def _steps(step) -> tuple[float, ...]:
+    return step if isinstance(step, tuple) else (step,)
 
 
 class SlidingWindowDetector:
@@ -65,32 +92,42 @@ class SlidingWindowDetector:
         self.config = config or DetectorConfig()
         self.dense = self._dense_classifier()
         self.mode = Mode.PATCH if self.dense is None else Mode.DENSE
+        #: The step in use: the dense form's stride in dense mode, the configured step otherwise.
+        self.step = self.config.step if self.dense is None else self.dense.stride
+        if self.dense is None and _follows_stride(self.step):
+            self.step = float(self.step)
         self.last_stats: RunStats | None = None
 
     def _dense_classifier(self):
-        """The classifier's dense form when the mode asks for it (or allows it, for ``auto``)."""
+        """The classifier's dense form when the mode asks for it (or allows it, for ``auto``).
+
+        ``auto`` runs patch mode for settings dense mode cannot follow (a step other than the
+        network stride, unaligned levels), and for graphs the rewrite does not know, saying why
+        in one line (`note_patch_mode`). ``dense`` refuses both in one line. A dense form that
+        cannot be written is an error in both."""
         from slidewin.runtime.dense import DenseClassifier
         from slidewin.runtime.dense_graph import UnsupportedGraph
 
         c, clf = self.config, self.classifier
         if c.mode is Mode.PATCH:
             return None
-        stride = clf.meta.feature_stride
-        if c.mode is Mode.AUTO:
-            # Patch mode for settings dense mode cannot follow, and for graphs the rewrite does
-            # not know (e.g. int8 models). A dense form that cannot be written is an error.
-            if not stride or c.step != stride or not c.align:
+        auto = c.mode is Mode.AUTO
+        stated = clf.meta.feature_stride
+        if auto and (not c.align or (stated and not _follows_stride(c.step) and set(_steps(c.step)) != {stated})):
+            return None  # the user's settings: patch mode without building anything
+        try:
+            dense = DenseClassifier(clf, max_tile=c.dense_tile)
+        except UnsupportedGraph as e:
+            if auto:
+                note_patch_mode(clf.path, e.problem)
                 return None
-            try:
-                return DenseClassifier(clf, max_tile=c.dense_tile)
-            except UnsupportedGraph:
+            raise UnsupportedGraph(f"{e.problem}; use --mode patch", e.path or clf.path) from None
+        if not _follows_stride(c.step) and set(_steps(c.step)) != {dense.stride}:
+            if auto:
                 return None
-        if not stride:
-            raise SlidewinError("dense mode needs the model's feature_stride in its metadata", clf.path)
-        if c.step != stride:
-            raise SlidewinError(f"dense mode steps by the network stride: --stride must be {stride}, "
-                                f"got {c.step}")
-        return DenseClassifier(clf, max_tile=c.dense_tile)
+            got = str(c.step) if isinstance(c.step, tuple) else f"{c.step:g}"
+            raise SlidewinError(f"dense mode steps by the network stride: --stride must be {dense.stride}, got {got}")
+        return dense
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -117,7 +154,7 @@ class SlidingWindowDetector:
         alone, before anything is allocated."""
         c = self.config
         windows = self.windows_for(image_hw)
-        levels = plan_levels(image_hw, self.classifier.input_hw, windows, c.step, c.scale, c.max_levels, c.align)
+        levels = plan_levels(image_hw, self.classifier.input_hw, windows, self.step, c.scale, c.max_levels, c.align)
         self._check_plan(image_hw, windows, levels)
         return levels
 

@@ -7,7 +7,8 @@ Two ways, same interface (``probabilities(image, boxes, stats) -> float32 (K, nu
 - `PooledScorer` (SPP-net, He et al. 2014; Fast R-CNN): the dense rewrite's feature map is
   computed once per pyramid level; each box is mapped to the level where it is about the size
   the network was trained on, its feature cells are averaged (a summed-area table makes that
-  O(channels) per box), and the classifier's own head turns the average into probabilities.
+  O(channels) per box), and the classifier's own head (whatever layers it has after its global
+  pool: `slidewin.runtime.dense.DenseHead`) turns the average into probabilities.
   The convolutions are shared by every box, so it costs about what dense mode costs.
 
 Where a box is exactly a dense window (the trained size at a level, on the cell grid), the pooled
@@ -170,15 +171,6 @@ def contrast_scores(box: np.ndarray, ring: np.ndarray, power: float) -> np.ndarr
     return box * np.power(np.clip(1.0 - ring, 0.0, 1.0), power, dtype=np.float32)
 
 
-def softmax_head(pooled: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """The classifier's head on pooled features: softmax(pooled @ W + b) -> float32 (K, num_labels)."""
-    logits = pooled.astype(np.float32) @ weight + bias
-    logits -= logits.max(axis=1, keepdims=True)
-    np.exp(logits, out=logits)
-    logits /= logits.sum(axis=1, keepdims=True)
-    return logits
-
-
 class PooledScorer:
     """SPP-net scoring on the dense rewrite's shared feature maps (see the module docstring).
 
@@ -222,8 +214,8 @@ class PooledScorer:
         outer = grow_boxes(grown, self.ring, image.shape[:2]) if with_ring else None
         levels = self.levels(image.shape[:2])
         which = assign_levels(grown, levels, self.target)
-        weight, bias = self.dense.head()
-        pooled = np.zeros((len(boxes), weight.shape[0]), np.float64)
+        head = self.dense.head()
+        pooled = np.zeros((len(boxes), head.channels), np.float64)
         ring = np.zeros_like(pooled) if with_ring else None
         has_ring = np.zeros(len(boxes), bool)
         stats.levels = 0
@@ -252,10 +244,10 @@ class PooledScorer:
             stats.add(Stage.INFERENCE, t2 - t1)
             stats.add(Stage.SCORING, time.perf_counter() - t2)
         t0 = time.perf_counter()
-        probs = softmax_head(pooled, weight, bias) if len(boxes) else np.zeros((0, len(bias)), np.float32)
+        probs = head(pooled)
         ring_probs = None
         if with_ring:
-            ring_probs = softmax_head(ring, weight, bias) if len(boxes) else np.zeros_like(probs)
+            ring_probs = head(ring)
             ring_probs[~has_ring] = 0.0
         stats.add(Stage.SCORING, time.perf_counter() - t0)
         return probs, ring_probs

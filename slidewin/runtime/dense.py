@@ -24,7 +24,7 @@ import numpy as np
 from slidewin.errors import ModelError
 from slidewin.io.filememo import identity, recall, remember
 from slidewin.runtime.dense_graph import UnsupportedGraph, build_dense_model, cached_digest, dense_model_paths
-from slidewin.runtime.model_meta import DENSE_HEAD_BIAS, DENSE_HEAD_WEIGHT, FEATURE_MAP, PROBABILITY_MAP, Key
+from slidewin.runtime.model_meta import FEATURE_MAP, PROBABILITY_MAP, Key
 from slidewin.runtime.sessions import check_finite, open_session
 
 #: Levels of more than DEFAULT_MAX_TILE ** 2 pixels are run in tiles of at most that many. Tiles
@@ -151,10 +151,11 @@ class DenseClassifier:
         self.path, self.session = self._open()
         self.input_name = self.session.get_inputs()[0].name
         self.max_tile = max_tile
-        self.stride = classifier.meta.feature_stride
         props = dict(self.session.get_modelmeta().custom_metadata_map)
+        # The stride the rewrite found in the graph (the metadata may not state one).
+        self.stride = _int(props.get(Key.FEATURE_STRIDE)) or classifier.meta.feature_stride
         self.context_hw = self._context(props.get(Key.DENSE_CONTEXT, ""))
-        self._head: tuple[np.ndarray, np.ndarray] | None = None
+        self._head: DenseHead | None = None
 
     def _open(self):
         """(path, session) of a cached dense form that passes the checks, or of a fresh one."""
@@ -229,18 +230,16 @@ class DenseClassifier:
         ``stride`` pixels, in one pass (callers keep levels within ``max_tile ** 2`` pixels)."""
         return self._run(level_image, FEATURE_MAP)
 
-    def head(self) -> tuple[np.ndarray, np.ndarray]:
-        """The classifier's head as the dense form computes it: ``probabilities = softmax(pooled @ W + b)``
-        for a pooled feature vector; W float32 (C, K), b float32 (K,). Read from the dense model."""
+    def head(self) -> "DenseHead":
+        """The classifier's head as the dense form computes it, on pooled feature vectors (for
+        pooled proposal scoring): a `DenseHead`, read from the dense model once."""
         if self._head is None:
             import onnx
-            from onnx import numpy_helper
 
-            inits = {t.name: t for t in onnx.load(str(self.path)).graph.initializer
-                     if t.name in (DENSE_HEAD_WEIGHT, DENSE_HEAD_BIAS)}
-            w = numpy_helper.to_array(inits[DENSE_HEAD_WEIGHT])
-            self._head = (np.ascontiguousarray(w.reshape(w.shape[0], w.shape[1]).T, np.float32),
-                          numpy_helper.to_array(inits[DENSE_HEAD_BIAS]).astype(np.float32))
+            from slidewin.runtime.dense_graph import dense_head
+
+            model, channels = dense_head(onnx.load(str(self.path)))
+            self._head = DenseHead(model, channels, len(self.classifier.labels), self.settings.threads)
         return self._head
 
     def tiles(self, level_hw: tuple[int, int]) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
@@ -282,3 +281,45 @@ class DenseClassifier:
                 out = np.empty((n_rows, n_cols, probs.shape[2]), np.float32)
             out[rows, cols] = probs
         return out
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+class DenseHead:
+    """A classifier's head alone: pooled feature vectors -> class probabilities.
+
+    It is the classifier's own head nodes (dense layers, activations, normalisations, softmax),
+    cut from its dense form (`slidewin.runtime.dense_graph.dense_head`) and run by ONNX Runtime
+    on the CPU: a few small matrix products per batch of vectors.
+
+    Attributes:
+        channels: C, the length of a pooled vector.
+        num_labels: K.
+    """
+
+    def __init__(self, model, channels: int, num_labels: int, threads: int | None = None):
+        import onnxruntime as ort
+
+        from slidewin.runtime.dense_head import VECTOR_PROBABILITIES
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(model.SerializeToString(), sess_options=opts,
+                                            providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self._input, self._output = inp.name, VECTOR_PROBABILITIES
+        self._dtype = np.float16 if "float16" in inp.type else np.float32
+        self.channels, self.num_labels = channels, num_labels
+
+    def __call__(self, pooled: np.ndarray) -> np.ndarray:
+        """float (B, C) pooled vectors -> float32 (B, num_labels) probabilities."""
+        if not len(pooled):
+            return np.zeros((0, self.num_labels), np.float32)
+        x = np.ascontiguousarray(pooled, dtype=self._dtype)
+        return self.session.run([self._output], {self._input: x})[0].astype(np.float32, copy=False)

@@ -9,7 +9,7 @@ import pytest
 
 from slidewin.core.detector import RunStats
 from slidewin.proposals.scoring import (CropScorer, PooledScorer, assign_levels, box_cells, contrast_scores,
-                                        grow_boxes, pool_cells, pooled_levels, softmax_head)
+                                        grow_boxes, pool_cells, pooled_levels)
 from slidewin.runtime.classifier import Classifier
 from slidewin.runtime.dense import DenseClassifier
 
@@ -97,8 +97,7 @@ def test_ring_is_the_grown_box_less_the_box_and_absent_for_a_box_filling_the_ima
     assert (outer[0, 2:] - outer[0, :2] > inner[0, 2:] - inner[0, :2]).all()
     n_in, n_out = np.prod(inner[0, 2:] - inner[0, :2]), np.prod(outer[0, 2:] - outer[0, :2])
     ring_mean = (pool_cells(features, outer) * n_out - pool_cells(features, inner) * n_in) / (n_out - n_in)
-    weight, bias = dense.head()
-    np.testing.assert_allclose(ring_probs[0], softmax_head(ring_mean, weight, bias)[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ring_probs[0], dense.head()(ring_mean)[0], rtol=1e-4, atol=1e-6)
     assert not ring_probs[1].any()
 
 

@@ -14,7 +14,7 @@ from slidewin.errors import ModelError
 from slidewin.runtime.classifier import Classifier
 from slidewin.runtime.dense import DenseClassifier, plan_tiles, tile_spans
 from slidewin.runtime.dense_graph import context_margin, make_dense
-from slidewin.runtime.model_meta import DENSE_HEAD_WEIGHT, Key, read_props
+from slidewin.runtime.model_meta import Key, read_props
 
 
 def test_rewrite_is_exact_at_the_trained_size(classifier):
@@ -45,10 +45,11 @@ def test_dense_cache_is_reused_and_rebuilt_when_stale(classifier):
 
 
 def _zero_head(model) -> None:
+    """Zero tiny_conv's dense layer in its dense form: another network, same metadata."""
     from onnx import numpy_helper
 
     for t in model.graph.initializer:
-        if t.name == DENSE_HEAD_WEIGHT:
+        if t.name == "wd":
             t.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(t)), t.name))
 
 
