@@ -11,6 +11,8 @@ from pathlib import Path
 
 from slidewin.runtime.model_meta import Precision
 
+from .torch_cli import add_torch_parsers
+
 _KERAS_WEIGHTS_HELP = (
     "imagenet: Keras' ImageNet weights (downloaded once to ~/.keras/models/); "
     "none: random weights (for speed work and tests; accuracy is refused); "
@@ -77,6 +79,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     effnet.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
     _add_precision_arguments(effnet)
     effnet.set_defaults(func=_run_efficientnet_lite0)
+    add_torch_parsers(models)  # torchvision, timm, huggingface, efficientnet-lite1/2: torch_cli.py
 
     onnx_ = models.add_parser(
         "onnx", help="any ONNX image classifier (one image input, (N, classes) output), with its preprocessing stated",
