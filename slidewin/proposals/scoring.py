@@ -123,12 +123,18 @@ def assign_levels(boxes: np.ndarray, levels: list[PooledLevel], target: float) -
 
 
 def box_cells(boxes: np.ndarray, scale_xy: tuple[float, float], stride: int,
-              grid_hw: tuple[int, int]) -> np.ndarray:
+              grid_hw: tuple[int, int], pad_xy: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """The feature cells each box covers at a level: int64 (K, 4) ``c0, r0, c1, r1`` (end exclusive),
     at least one cell. Cell ``(r, c)`` covers level pixels ``[c * stride, (c + 1) * stride)``; a box
-    covers the cells its level-pixel extent overlaps by at least half a cell."""
+    covers the cells its level-pixel extent overlaps by at least half a cell, its far edge first
+    moved out by ``pad_xy`` level pixels: what the network's cells reach past a window of its
+    input size (0 when the input is a multiple of the stride; 28 for 260 px at stride 32, whose
+    window spans 9 cells, 288 px), so that a box the size of a window covers the window's cells."""
     fx, fy = scale_xy
-    lv = boxes * np.array([fx, fy, fx, fy], np.float64) / stride
+    lv = boxes * np.array([fx, fy, fx, fy], np.float64)
+    lv[:, 2] += pad_xy[0]
+    lv[:, 3] += pad_xy[1]
+    lv /= stride
     c0 = np.floor(lv[:, 0] + 0.5)
     r0 = np.floor(lv[:, 1] + 0.5)
     c1 = np.maximum(np.floor(lv[:, 2] + 0.5), c0 + 1)
@@ -214,7 +220,9 @@ class PooledScorer:
         outer = grow_boxes(grown, self.ring, image.shape[:2]) if with_ring else None
         levels = self.levels(image.shape[:2])
         which = assign_levels(grown, levels, self.target)
-        head = self.dense.head()
+        head, stride = self.dense.head(), self.dense.stride
+        (in_h, in_w), (ph, pw) = self.dense.classifier.input_hw, self.dense.pool_hw
+        pad = (pw * stride - in_w, ph * stride - in_h)
         pooled = np.zeros((len(boxes), head.channels), np.float64)
         ring = np.zeros_like(pooled) if with_ring else None
         has_ring = np.zeros(len(boxes), bool)
@@ -230,11 +238,10 @@ class PooledScorer:
             t2 = time.perf_counter()
             scale_xy = (level.size_hw[1] / image.shape[1], level.size_hw[0] / image.shape[0])
             sat = summed_area(features)
-            inner, n_inner = cell_sums(sat, box_cells(grown[mine], scale_xy, self.dense.stride, features.shape[1:]))
+            inner, n_inner = cell_sums(sat, box_cells(grown[mine], scale_xy, stride, features.shape[1:], pad))
             pooled[mine] = inner / n_inner[:, None]
             if with_ring:
-                around, n_around = cell_sums(sat, box_cells(outer[mine], scale_xy, self.dense.stride,
-                                                            features.shape[1:]))
+                around, n_around = cell_sums(sat, box_cells(outer[mine], scale_xy, stride, features.shape[1:], pad))
                 n_ring = n_around - n_inner
                 ok = n_ring > 0
                 ring[mine[ok]] = (around[ok] - inner[ok]) / n_ring[ok, None]

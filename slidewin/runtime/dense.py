@@ -155,6 +155,8 @@ class DenseClassifier:
         # The stride the rewrite found in the graph (the metadata may not state one).
         self.stride = _int(props.get(Key.FEATURE_STRIDE)) or classifier.meta.feature_stride
         self.context_hw = self._context(props.get(Key.DENSE_CONTEXT, ""))
+        #: Feature cells a window of the input size averages (7 x 7 for 224 px at stride 32).
+        self.pool_hw = self._pool(props.get(Key.DENSE_POOL, ""))
         self._head: DenseHead | None = None
 
     def _open(self):
@@ -209,6 +211,14 @@ class DenseClassifier:
         except Exception:  # a file with other inputs or outputs: not ours
             return False
         return got.shape == (1, 1, len(want)) and bool(np.abs(got[0, 0] - want).max() <= PROBE_TOLERANCE)
+
+    def _pool(self, value: str) -> tuple[int, int]:
+        try:
+            h, w = (int(v) for v in value.lower().split("x"))
+            return h, w
+        except ValueError:
+            s, (h, w) = self.stride or 1, self.classifier.input_hw
+            return -(-h // s), -(-w // s)
 
     def _context(self, value: str) -> tuple[int, int]:
         try:

@@ -300,8 +300,8 @@ def find_head(model, output: str, dims: dict[str, list]) -> Head:
         problem = vector_problem(node, consts, shapes, ranks, opset)
         if problem is not None:
             raise HeadError(f"dense mode cannot rewrite this classifier: its head is fed by {describe(node)}, "
-                            f"which {problem}; it needs a global average pool followed by layers that act on "
-                            "each pooled vector (a class token or attention pooling has no dense form)")
+                            f"which {problem}, not by a global average pool and layers that act on each "
+                            "pooled vector")
         head.add(id(node))
         stack.extend(node.input)
     if len(pools) != 1:
