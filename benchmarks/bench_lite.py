@@ -29,7 +29,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import COCO_DEV, MODELS, RESULTS, ROOT, machine, machine_line, print_table, write_chart, write_json
+from _common import (
+    COCO_DEV,
+    MODELS,
+    ROOT,
+    machine,
+    machine_line,
+    print_table,
+    write_chart,
+    write_json,
+)
 
 COCO_TRAIN = COCO_DEV.parent / "coco-train"
 VARIANTS = {0: 224, 1: 240, 2: 260}  # native input side of each EfficientNet-Lite
