@@ -56,25 +56,11 @@ def read_labels_file(path: Path) -> tuple[str, ...]:
     Raises:
         SlidewinError: the file is missing, special, too big, unreadable, or holds no labels.
     """
-    import os
-    import stat
-
     from slidewin.errors import SlidewinError
+    from slidewin.io.files import read_small_file
 
     path = Path(path)
-    try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise SlidewinError("labels file is not a regular file (a folder, FIFO or device?)", path)
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise SlidewinError("labels file is not a regular file", path)
-            data = f.read(MAX_LABELS_BYTES + 1)
-    except OSError as e:
-        raise SlidewinError(f"cannot read labels file: {e.strerror or e}", path) from None
-    if len(data) > MAX_LABELS_BYTES:
-        raise SlidewinError(f"labels file is larger than {MAX_LABELS_BYTES >> 20} MiB; expected one label per line", path)
+    data = read_small_file(path, MAX_LABELS_BYTES, "labels file")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -17,9 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from slidewin.errors import MissingDependencyError, SlidewinError, UntrainedModelError
+from slidewin.io.files import read_small_json
 from slidewin.pipeline.config import DetectorConfig, Mode, Scoring
 from slidewin.runtime.model_meta import ModelKind
 
+#: instances.json is parsed whole, and Python's objects cost ~25 bytes per byte of JSON: COCO's
+#: val2017 (5000 images, 25 MB) needs ~0.6 GB. 64 MiB leaves room for 2.5 times that and bounds
+#: the parse near 1.6 GB; a bigger file (train2017, 448 MB, would need ~11 GB) is refused unread.
+MAX_INSTANCES_BYTES = 64 << 20
 #: Evaluation keeps candidates down to this score: AP needs the whole precision-recall curve.
 EVAL_MIN_SCORE = 0.01
 
@@ -71,8 +76,8 @@ def load_dataset(root: str | Path) -> Dataset:
         raise SlidewinError("no such dataset folder", root)
     if not ann.exists():
         raise SlidewinError("dataset has no instances.json (COCO format expected)", root)
+    gt = read_small_json(ann, MAX_INSTANCES_BYTES, "COCO instances file")
     try:
-        gt = json.loads(ann.read_text())
         gt["images"], gt["annotations"], gt["categories"]
     except (ValueError, KeyError, TypeError) as e:
         raise SlidewinError(f"not a COCO instances file ({type(e).__name__})", ann) from None

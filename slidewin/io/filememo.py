@@ -53,11 +53,12 @@ def _record_path(path: str | Path) -> Path:
 
 def _read(path: str | Path) -> dict:
     record_path = _record_path(path)
-    try:
-        if record_path.stat().st_size > MAX_RECORD_BYTES:  # not ours: never read a file whole on trust
-            return {}
-        record = json.loads(record_path.read_text("utf-8"))
-    except (OSError, ValueError):
+    from slidewin.errors import SlidewinError
+    from slidewin.io.files import read_small_json
+
+    try:  # regular files only, read capped: a FIFO or a link to /dev/zero is ignored unread
+        record = read_small_json(record_path, MAX_RECORD_BYTES, "memo record", follow_links=False)
+    except SlidewinError:
         return {}
     if not isinstance(record, dict) or record.get("path") != os.path.realpath(path):
         return {}
@@ -81,14 +82,14 @@ def remember(path: str | Path, key: str, value: Any, ident: list[int] | None) ->
     before the value was computed) and was last changed at least `RACY_SECONDS` ago."""
     if ident is None or identity(path) != ident or time.time() - ident[4] / 1e9 < RACY_SECONDS:
         return
-    from slidewin.io.files import atomic_write_text
+    from slidewin.io.files import REPLACE, atomic_write_text
 
     record = _read(path)
     values = record.get("values", {}) if record.get("identity") == ident else {}
     values[key] = value
     try:
         atomic_write_text(_record_path(path), json.dumps(
-            {"path": os.path.realpath(path), "identity": ident, "values": values}))
+            {"path": os.path.realpath(path), "identity": ident, "values": values}), REPLACE)
     except OSError:
         pass
 

@@ -76,32 +76,33 @@ class ResultsLog:
         if size and not resume:
             raise SlidewinError("already holds results: pass --resume to continue that run, or choose "
                                 "another --out-dir", self.path)
-        chunks, offset = [], 0
-        while offset < size:
-            chunk = os.pread(self.fd, min(size - offset, 1 << 24), offset)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            offset += len(chunk)
-        data = b"".join(chunks)
-        whole = data.rfind(b"\n") + 1
-        self.truncated_bytes = len(data) - whole
-        if self.truncated_bytes:
-            os.ftruncate(self.fd, whole)  # a write cut short by a crash: that image is redone
-            os.fsync(self.fd)
         self.done: dict[str, bool] = {}
         self.unreadable: list[int] = []
         self.models: set[str] = set()
-        for number, line in enumerate(data[:whole].splitlines(), 1):
-            try:
-                record = json.loads(line)
-                key = result_key(record["image"], self.base)
-            except (ValueError, TypeError, KeyError):
-                if line.strip():
-                    self.unreadable.append(number)
-                continue
-            self.done[key] = "error" not in record
-            self.models.add(str(record.get("model")))
+        whole = 0
+        # Streamed line by line: a results file of any size costs memory for its keys only.
+        for number, (line, end) in enumerate(_lines(self.fd, size), 1):
+            whole = end
+            self._take(number, line)
+        self.truncated_bytes = size - whole
+        if self.truncated_bytes:
+            os.ftruncate(self.fd, whole)  # a write cut short by a crash: that image is redone
+            os.fsync(self.fd)
+
+    def _take(self, number: int, line: bytes | None) -> None:
+        """Note the image of one complete line (None: a line too long to be a record)."""
+        try:
+            if line is None:
+                raise ValueError
+            record = json.loads(line)
+            key = result_key(record["image"], self.base)
+            model = str(record.get("model"))
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            if line is None or line.strip():
+                self.unreadable.append(number)
+            return
+        self.done[key] = "error" not in record
+        self.models.add(model)
 
     def append(self, record: dict) -> None:
         """Write one record as one line (one ``os.write`` of the whole line)."""
@@ -128,6 +129,35 @@ class ResultsLog:
         finally:
             os.close(self.fd)  # releases the lock
             self.fd = -1
+
+
+#: A line longer than this is not a record slidewin wrote (a record with 100,000 detections is
+#: ~10 MB): it is counted as corrupt without being held in memory.
+MAX_LINE_BYTES = 64 << 20
+_CHUNK = 1 << 20
+
+
+def _lines(fd: int, size: int, max_line: int = MAX_LINE_BYTES):
+    """``(line, end offset)`` for each complete (newline-ended) line of the first ``size`` bytes
+    of ``fd``, read in chunks; ``line`` is None for one longer than ``max_line`` (not kept). A
+    last line without its newline is not yielded: it ends where the last complete one does."""
+    offset, start, pending, too_long = 0, 0, [], False
+    while offset < size:
+        chunk = os.pread(fd, min(size - offset, _CHUNK), offset)
+        if not chunk:
+            break
+        i = 0
+        while (j := chunk.find(b"\n", i)) >= 0:
+            if too_long:
+                yield None, offset + j + 1
+            else:
+                yield b"".join(pending) + chunk[i:j], offset + j + 1
+            pending, too_long, i = [], False, j + 1
+        if not too_long:
+            pending.append(chunk[i:])
+            if sum(map(len, pending)) > max_line:
+                pending, too_long = [], True
+        offset += len(chunk)
 
 
 def _fsync_dir(path: Path) -> None:

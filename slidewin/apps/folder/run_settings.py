@@ -75,13 +75,12 @@ class RunFile:
             self._check(self._read())
 
     def _read(self) -> dict:
-        try:
-            data = json.loads(self.path.read_text())
-            if not isinstance(data, dict) or not isinstance(data.get("cwd"), str):
-                raise ValueError
-        except (OSError, ValueError):
+        from slidewin.io.files import MAX_SETTINGS_BYTES, read_small_json
+
+        data = read_small_json(self.path, MAX_SETTINGS_BYTES, "run record")
+        if not isinstance(data, dict) or not isinstance(data.get("cwd"), str):
             raise SlidewinError("is not a run record written by slidewin (remove it to resume without the "
-                                "settings check)", self.path) from None
+                                "settings check)", self.path)
         return data
 
     def _check(self, recorded: dict) -> None:
