@@ -15,6 +15,8 @@ from slidewin.runtime.model_meta import sha256_of
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(filememo, "RACY_SECONDS", 0.0)
+    for key in ("k", "one", "two", "three"):  # keys of these tests, any JSON value
+        monkeypatch.setitem(filememo.SCHEMAS, key, lambda v: True)
     return tmp_path / "cache" / "slidewin" / "files"
 
 
@@ -119,3 +121,88 @@ def test_an_oversized_record_is_ignored_unread(tmp_path, cache, monkeypatch):
     file_sha256(f)
     monkeypatch.setattr(filememo, "MAX_RECORD_BYTES", 10)
     assert recall(f, "sha256") is None and file_sha256(f) == sha256_of(f)
+
+
+# --- records are not trusted for being there (issue 22) --------------------------------------
+
+def _record(cache) -> "Path":
+    (record,) = cache.glob("*.json")
+    return record
+
+
+def _edit(record, change) -> None:
+    import json
+
+    data = json.loads(record.read_text())
+    change(data)
+    record.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d.update(values=[]),                                   # wrong types: valid JSON
+    lambda d: d.update(identity="x"),
+    lambda d: d.update(path=3),
+    lambda d: d.pop("mac"),
+    lambda d: d.update(format=1),                                    # an older format
+    lambda d: d["values"].update(sha256="sha256:" + "0" * 64),       # a forged value, well formed
+    lambda d: d["values"].update(sha256=[1, 2]),                     # a value of the wrong shape
+], ids=["values-list", "identity-str", "path-int", "no-mac", "old-format", "forged", "bad-shape"])
+def test_a_malformed_or_forged_record_is_ignored_and_rewritten(tmp_path, cache, change):
+    f = tmp_path / "model.onnx"
+    f.write_bytes(b"a")
+    file_sha256(f)
+    _edit(_record(cache), change)
+    assert recall(f, "sha256") is None
+    assert file_sha256(f) == sha256_of(f)
+    assert recall(f, "sha256") == sha256_of(f)                       # rewritten, good again
+
+
+def test_a_record_copied_from_another_file_vouches_for_nothing(tmp_path, cache):
+    """A "passed" record of one file, given another file's path and identity, is not signed."""
+    import json
+    import shutil
+
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    remember(a, "dense_probe_passed_for", "sha256:" + "1" * 64, identity(a))
+    record_a = _record(cache)
+    record_b = filememo._record_path(b)
+    shutil.copy(record_a, record_b)
+    assert recall(b, "dense_probe_passed_for") is None               # another path
+    _edit(record_b, lambda d: d.update(path=os.path.realpath(b), identity=identity(b)))
+    assert recall(b, "dense_probe_passed_for") is None               # its signature no longer fits
+    assert recall(a, "dense_probe_passed_for") == "sha256:" + "1" * 64
+    assert json.loads(record_a.read_text())["format"] == filememo.FORMAT
+
+
+def test_forged_model_info_is_not_used(tmp_path, cache):
+    f = tmp_path / "model.onnx"
+    f.write_bytes(b"a")
+    info = {"props": {"slidewin.labels": '["cat"]'}, "inputs": [["image", "tensor(uint8)", [None, 32, 32, 3]]],
+            "outputs": [["probabilities", "tensor(float)", ["N", 4]]]}
+    remember(f, "model_info", info, identity(f))
+    assert recall(f, "model_info") == info
+    _edit(_record(cache), lambda d: d["values"]["model_info"]["props"].update({"slidewin.labels": '["dog"]'}))
+    assert recall(f, "model_info") is None
+    remember(f, "model_info", {"props": {"a": 1}, "inputs": [], "outputs": []}, identity(f))  # wrong shape
+    assert recall(f, "model_info") is None
+
+
+def test_an_unknown_key_is_neither_kept_nor_returned(tmp_path, cache):
+    f = tmp_path / "model.onnx"
+    f.write_bytes(b"a")
+    remember(f, "not-a-key", 1, identity(f))
+    assert recall(f, "not-a-key") is None
+
+
+def test_the_record_key_is_private_and_a_bad_one_is_replaced(tmp_path, cache):
+    f = tmp_path / "model.onnx"
+    f.write_bytes(b"a")
+    file_sha256(f)
+    key = cache.parent / "memo.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    filememo._key_cache.clear()
+    key.write_text("short")
+    assert recall(f, "sha256") is None                               # a new key: old records unsigned
+    assert file_sha256(f) == sha256_of(f) and recall(f, "sha256") == sha256_of(f)
