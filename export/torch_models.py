@@ -271,6 +271,9 @@ def read_state_dict(path: Path) -> dict:
     except ImportError:
         raise MissingDependencyError(f"reading .safetensors needs safetensors: {_INSTALL_HINT}") from None
     except Exception as e:
+        if "weights_only" in str(e) or "Weights only load failed" in str(e):
+            raise SlidewinError("holds pickled Python objects (a whole model?), which are never unpickled here: "
+                                "save model.state_dict() instead", path) from None
         raise SlidewinError(f"cannot read as a state dict: {_one_line(e)}", path) from None
     if isinstance(obj, Mapping) and not _is_tensor_map(obj, torch):
         for key in _CHECKPOINT_KEYS:
@@ -319,6 +322,21 @@ def key_mismatch(expected: Mapping, given: Mapping) -> str | None:
             more = f", ... ({len(keys)} in all)" if len(keys) > _SHOW_KEYS else ""
             parts.append(f"{what}: {', '.join(keys[:_SHOW_KEYS])}{more}")
     return "; ".join(parts) or None
+
+
+def _skeleton(build: Callable[[], object]):
+    """The architecture with its default head, for its keys and shapes: built on the meta device
+    (no memory, no init time) where its constructor allows, else on the CPU (torchvision's RegNets
+    copy a tensor's value while building)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with torch.device("meta"):
+                return build()
+        except Exception:  # any constructor that reads tensor values
+            return build()
 
 
 def _load_checked(module, state_dict: Mapping, path: Path, what: str) -> None:
@@ -390,7 +408,7 @@ def load_torchvision(arch: str, weights: Path, labels_file: Path | None = None,
     Raises:
         SlidewinError: unknown architecture, unreadable weights, keys that do not fit, labels.
     """
-    torch = import_torch()
+    import_torch()
     try:
         import torchvision
     except ImportError:
@@ -400,9 +418,7 @@ def load_torchvision(arch: str, weights: Path, labels_file: Path | None = None,
         raise SlidewinError(f"unknown torchvision architecture {arch!r}; choose one of {', '.join(known)}")
     sd = read_state_dict(weights)
     what = f"torchvision {arch}"
-    with torch.device("meta"), warnings.catch_warnings():  # keys and shapes only: no memory, no init time
-        warnings.simplefilter("ignore")
-        skeleton = torchvision.models.get_model(arch, weights=None).state_dict()
+    skeleton = _skeleton(lambda: torchvision.models.get_model(arch, weights=None)).state_dict()
     key = classifier_key(skeleton)
     if key not in sd:
         raise SlidewinError(f"weights do not fit {what}: {key_mismatch(skeleton, sd)}", weights)
@@ -451,7 +467,7 @@ def load_timm(arch: str, weights: Path, labels_file: Path | None = None,
         SlidewinError: timm missing, unknown architecture, unreadable weights, keys that do not
             fit, labels, an input size a fixed-size model does not take.
     """
-    torch = import_torch()
+    import_torch()
     try:
         import timm
     except ImportError:
@@ -460,9 +476,7 @@ def load_timm(arch: str, weights: Path, labels_file: Path | None = None,
         raise SlidewinError(f"unknown timm architecture {arch!r} (timm.list_models() names them)")
     sd = read_state_dict(weights)
     what = f"timm {arch}"
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        skel_model = timm.create_model(arch, pretrained=False)
+    skel_model = _skeleton(lambda: timm.create_model(arch, pretrained=False))
     cfg = dict(skel_model.pretrained_cfg or {})
     skeleton = skel_model.state_dict()
     head = cfg.get("classifier")
@@ -514,40 +528,58 @@ def _read_json(path: Path, folder: Path) -> dict:
     return data
 
 
-def huggingface_preprocessing(pre: Mapping, config: Mapping, folder: Path) -> tuple[Preprocessing, tuple[int, int]]:
-    """The preprocessing and input size a ``preprocessor_config.json`` states.
+#: Image-processor attributes that decide the pixels a transformers model sees.
+_HF_PROCESSOR_KEYS = ("do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std",
+                      "do_flip_channel_order", "do_center_crop", "crop_size", "do_resize", "size")
 
-    ``x = (pixels * rescale_factor - image_mean) / image_std`` (each step only where its ``do_``
-    flag is on, as transformers' image processors do), channels flipped to BGR where
-    ``do_flip_channel_order`` is on (MobileViT). The input size is the centre crop where one is
-    made, else ``size`` (``height``/``width`` or ``shortest_edge``), else ``config.image_size``.
+
+def processor_settings(processor) -> dict:
+    """The `_HF_PROCESSOR_KEYS` a loaded image processor holds, with its class's defaults filled in.
+
+    Read off the object, not the JSON: a key the JSON leaves out takes the processor class's own
+    default (``MobileViTImageProcessor`` flips to BGR and never normalises; others normalise).
+    """
+    return {k: getattr(processor, k) for k in _HF_PROCESSOR_KEYS if hasattr(processor, k)}
+
+
+def huggingface_preprocessing(pre: Mapping, config: Mapping, folder: Path) -> tuple[Preprocessing, tuple[int, int]]:
+    """The preprocessing and input size an image processor's settings state.
+
+    ``x = (pixels * rescale_factor - image_mean) / image_std``, each step only where its ``do_``
+    flag is on (a flag that is absent is off: the processor does not have that step), channels
+    flipped to BGR where ``do_flip_channel_order`` is on (MobileViT). The input size is the centre
+    crop where one is made, else ``size`` (``height``/``width`` or ``shortest_edge``), else
+    ``config.image_size``.
+
+    Args:
+        pre: `processor_settings` of the folder's image processor.
+        config: ``config.json``.
+        folder: named by errors.
 
     Raises:
         SlidewinError: a value that cannot be read, or no input size anywhere.
     """
     try:
-        scale = float(pre.get("rescale_factor", 1 / 255)) if pre.get("do_rescale", True) else 1.0
-        if pre.get("do_normalize", True):
-            mean = _three(pre.get("image_mean", PRESETS["torch"].mean))
-            std = _three(pre.get("image_std", PRESETS["torch"].std))
+        scale = float(pre.get("rescale_factor", 1 / 255)) if pre.get("do_rescale") else 1.0
+        if pre.get("do_normalize"):
+            mean, std = _three(pre.get("image_mean")), _three(pre.get("image_std"))
         else:
             mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-        bgr = bool(pre.get("do_flip_channel_order", False))
-        p = as_preset(Preprocessing("custom", scale, mean, std, bgr=bgr))
+        p = as_preset(Preprocessing("custom", scale, mean, std, bgr=bool(pre.get("do_flip_channel_order"))))
     except (TypeError, ValueError) as e:
-        raise SlidewinError(f"preprocessor_config.json: cannot read the normalisation: {_one_line(e)}", folder) from None
+        raise SlidewinError(f"the image processor's normalisation cannot be read: {_one_line(e)}", folder) from None
 
     sizes = []
     if pre.get("do_center_crop") and pre.get("crop_size") is not None:
         sizes.append(pre["crop_size"])
-    if pre.get("do_resize", True) and pre.get("size") is not None:
+    if pre.get("do_resize") and pre.get("size") is not None:
         sizes.append(pre["size"])
     sizes.append(config.get("image_size"))
     for s in sizes:
         hw = _hf_size(s)
         if hw:
             return p, hw
-    raise SlidewinError("preprocessor_config.json and config.json state no input size", folder)
+    raise SlidewinError("neither the image processor nor config.json states an input size", folder)
 
 
 def _three(v) -> tuple[float, float, float]:
@@ -563,11 +595,11 @@ def _hf_size(s) -> tuple[int, int] | None:
         return s, s
     if isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(v, int) and v > 0 for v in s):
         return int(s[0]), int(s[1])
-    if isinstance(s, Mapping):
-        if isinstance(s.get("height"), int) and isinstance(s.get("width"), int):
-            return int(s["height"]), int(s["width"])
-        if isinstance(s.get("shortest_edge"), int):
-            return int(s["shortest_edge"]), int(s["shortest_edge"])
+    get = s.get if isinstance(s, Mapping) else (lambda k: getattr(s, k, None))  # dict or SizeDict
+    if isinstance(get("height"), int) and isinstance(get("width"), int):
+        return int(get("height")), int(get("width"))
+    if isinstance(get("shortest_edge"), int):
+        return int(get("shortest_edge")), int(get("shortest_edge"))
     return None
 
 
@@ -628,9 +660,9 @@ def load_huggingface(folder: Path) -> TorchClassifier:
 
     Needs ``config.json`` (an ``...ForImageClassification`` architecture and ``id2label``),
     ``preprocessor_config.json`` (normalisation and size) and the weights. Nothing is downloaded.
-    The parity reference is the folder's own image processor (resize and crop off, the images
-    already have the input size), so the preprocessing read from the JSON is checked against
-    transformers' code.
+    The preprocessing is read off the loaded image processor (its class's defaults included), and
+    the parity reference is that processor run on the images (resize and crop off: they already
+    have the input size), so what was read is checked against transformers' own code.
 
     Raises:
         SlidewinError: not a folder, not a transformers image classifier, unreadable parts.
@@ -650,13 +682,12 @@ def load_huggingface(folder: Path) -> TorchClassifier:
                             "(expected ...ForImageClassification)", folder)
     if not (folder / "preprocessor_config.json").is_file():
         raise SlidewinError("no preprocessor_config.json: the folder does not state its preprocessing", folder)
-    pre = _read_json(folder / "preprocessor_config.json", folder)
+    _read_json(folder / "preprocessor_config.json", folder)  # readable JSON, before the slow imports
     weight_files = sorted(p for p in folder.iterdir() if p.name in _HF_WEIGHT_FILES
                           or (p.name.startswith("model-") and p.suffix == ".safetensors"))
     if not weight_files:
         raise SlidewinError(f"no weights in the folder (expected {' or '.join(_HF_WEIGHT_FILES)})", folder)
     labels, label_set = huggingface_labels(config, folder)
-    preprocessing, input_hw = huggingface_preprocessing(pre, config, folder)
 
     try:
         import transformers
@@ -676,6 +707,7 @@ def load_huggingface(folder: Path) -> TorchClassifier:
         processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
     except Exception as e:
         raise SlidewinError(f"transformers cannot load the image processor: {_one_line(e)}", folder) from None
+    preprocessing, input_hw = huggingface_preprocessing(processor_settings(processor), config, folder)
 
     def reference_input(images: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():

@@ -329,6 +329,12 @@ def lively_random_weights(module, input_hw: tuple[int, int], seed: int = 0):
     return module
 
 
+@pytest.fixture(scope="session")
+def lively_weights() -> Callable:
+    """`lively_random_weights` for tests that build their own torch models."""
+    return lively_random_weights
+
+
 def _torch_stamp(*parts: str) -> str:
     h = hashlib.sha256("/".join(parts).encode())
     for dist in _TORCH_LIBRARIES:

@@ -100,6 +100,7 @@ def assert_lively(probs: np.ndarray) -> None:
 # ---------------------------------------------------------------- torchvision
 
 
+@pytest.mark.slow  # ~10 s an export when not cached
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
 def test_torchvision_state_dict_matches_torch(torch_classifier, arch):
     path, weights, _ = torch_classifier("torchvision", arch)
@@ -187,6 +188,7 @@ def test_pth_with_wrong_shapes_is_refused(tmp_path, capsys, one_line_error):
     ("not-a-state-dict", ["cannot read as a state dict"]),
     ("missing", ["weights file not found"]),
     ("tensor", ["not a state dict"]),
+    ("whole-model", ["holds pickled Python objects", "save model.state_dict() instead"]),
     ("unknown-arch", ["unknown torchvision architecture 'resnet19'", "resnet18"]),
     ("no-labels", ["the weights have 5 classes, not ImageNet's 1000", "--labels FILE"]),
     ("label-count", ["labels file has 2 labels but the weights have 5 classes"]),
@@ -202,6 +204,11 @@ def test_torchvision_bad_input_is_one_line(torch_classifier, tmp_path, capsys, o
     elif case == "tensor":
         weights = tmp_path / "t.pth"
         torch.save(torch.zeros(3), weights)
+    elif case == "whole-model":
+        import torchvision
+
+        weights = tmp_path / "whole.pth"
+        torch.save(torchvision.models.resnet18(num_classes=5), weights)
     elif case == "unknown-arch":
         arch = "resnet19"
     elif case == "no-labels":
@@ -212,6 +219,17 @@ def test_torchvision_bad_input_is_one_line(torch_classifier, tmp_path, capsys, o
     out = tmp_path / "x.onnx"
     code = cli("export", "torchvision", arch, "--weights", weights, *(["--labels", labels] if labels else []), "--out", out)
     _refused(capsys, one_line_error, out, code, *needles)
+
+
+def test_regnet_keys_are_read_off_a_cpu_skeleton(tmp_path):
+    """torchvision's RegNets cannot be built on the meta device: the key check still works."""
+    import torchvision
+    from slidewin_export.torch_models import load_torchvision
+
+    (tmp_path / "l.txt").write_text("a\nb\nc\n")
+    torch.save(torchvision.models.regnet_y_400mf(num_classes=3).state_dict(), tmp_path / "r.pth")
+    clf = load_torchvision("regnet_y_400mf", tmp_path / "r.pth", tmp_path / "l.txt")
+    assert clf.labels == ("a", "b", "c") and clf.input_hw == (224, 224)
 
 
 def test_checkpoint_wrappers_are_unwrapped(tmp_path):
@@ -298,17 +316,47 @@ def test_cli_huggingface_and_classify(hf_convnext_folder, tmp_path, capsys, save
 
 
 def test_huggingface_preprocessing_is_read_not_assumed():
-    """BGR (MobileViT's do_flip_channel_order), no rescale, crop size over resize size."""
+    """BGR (MobileViT's do_flip_channel_order), no rescale, crop size over resize size; an absent
+    do_ flag is a step the processor does not take."""
     from slidewin_export.torch_models import huggingface_preprocessing
 
-    p, hw = huggingface_preprocessing({"do_rescale": False, "do_normalize": False, "do_flip_channel_order": True,
-                                       "do_center_crop": True, "crop_size": {"height": 256, "width": 256},
+    p, hw = huggingface_preprocessing({"do_rescale": False, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
+                                       "do_flip_channel_order": True, "do_center_crop": True,
+                                       "crop_size": {"height": 256, "width": 256}, "do_resize": True,
                                        "size": {"shortest_edge": 288}}, {}, Path("m"))
     assert (p.bgr, p.scale, p.mean, p.std, hw) == (True, 1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (256, 256))
-    p, hw = huggingface_preprocessing({"rescale_factor": 1 / 255, "image_mean": [0.485, 0.456, 0.406],
-                                       "image_std": [0.229, 0.224, 0.225], "size": {"height": 384, "width": 384}},
-                                      {}, Path("m"))
+    p, hw = huggingface_preprocessing({"do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                                       "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+                                       "do_resize": True, "size": {"height": 384, "width": 384}}, {}, Path("m"))
     assert p == PRESETS["torch"] and hw == (384, 384)
+
+
+@pytest.mark.slow
+def test_mobilevit_folder_flips_to_bgr_and_does_not_normalise(tmp_path, lively_weights):
+    """MobileViT's processor flips channels and has no normalisation step, whatever mean/std its
+    JSON carries: read off the processor, checked against it, and against transformers again here."""
+    from slidewin_export.torch_models import export_huggingface
+    from transformers import (
+        MobileViTConfig,
+        MobileViTForImageClassification,
+        MobileViTImageProcessor,
+    )
+
+    folder = tmp_path / "mobilevit"
+    torch.manual_seed(0)
+    config = MobileViTConfig(image_size=64, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64],
+                             id2label={0: "a", 1: "b", 2: "c", 3: "d"}, architectures=["MobileViTForImageClassification"])
+    model = lively_weights(MobileViTForImageClassification(config).eval(), (64, 64))
+    model.save_pretrained(str(folder))
+    processor = MobileViTImageProcessor(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64},
+                                        image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor.save_pretrained(str(folder))
+    out = export_huggingface(folder, tmp_path / "m.onnx").path
+    meta = read_meta(out)
+    assert meta.preprocessing.bgr and meta.preprocessing.mean == (0.0, 0.0, 0.0) and meta.input_hw == (64, 64)
+    images = photos((64, 64))
+    x = processor(images=list(images), do_resize=False, do_center_crop=False, return_tensors="pt")["pixel_values"]
+    assert np.abs(onnx_probs(out, images) - softmax_of(model, x)).max() < ATOL
 
 
 @pytest.mark.parametrize("case, needles", [
