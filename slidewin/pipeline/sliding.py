@@ -41,7 +41,7 @@ def dense_capable(classifier: Classifier, say: bool = True) -> bool:
         DenseClassifier(classifier)
     except UnsupportedGraph as e:
         if say:
-            note_patch_mode(classifier.path, e.problem)
+            note_patch_mode(classifier.path, e)
         return False
     return True
 
@@ -49,15 +49,18 @@ def dense_capable(classifier: Classifier, say: bool = True) -> bool:
 _NOTED: set[str] = set()
 
 
-def note_patch_mode(path, reason: str) -> None:
-    """Say on stderr, once per model and process, in one line, why ``auto`` runs patch mode."""
+def note_patch_mode(path, error) -> None:
+    """Say on stderr, once per model and process, in one line, why ``auto`` runs patch mode: the
+    `UnsupportedGraph` ``error``'s reason (nothing for a model with no convolutional features to
+    share, `NoFeatureGrid`: dense mode is no loss there)."""
     import sys
 
     from slidewin.errors import printable
     from slidewin.io.stderr import STDERR_LOCK
+    from slidewin.runtime.dense_graph import NoFeatureGrid
 
-    key = str(path)
-    if key in _NOTED:
+    key, reason = str(path), error.problem
+    if key in _NOTED or isinstance(error, NoFeatureGrid):
         return
     _NOTED.add(key)
     with STDERR_LOCK:
@@ -119,7 +122,7 @@ class SlidingWindowDetector:
             dense = DenseClassifier(clf, max_tile=c.dense_tile)
         except UnsupportedGraph as e:
             if auto:
-                note_patch_mode(clf.path, e.problem)
+                note_patch_mode(clf.path, e)
                 return None
             raise UnsupportedGraph(f"{e.problem}; use --mode patch", e.path or clf.path) from None
         if not _follows_stride(c.step) and set(_steps(c.step)) != {dense.stride}:

@@ -305,7 +305,7 @@ def make_dense(model, meta: ModelMeta, source_sha256: str = ""):
     fh, fw, c = _feature_shape(model, head, meta, dims)
     stride = infer_stride(graph, head.feature, meta.input_hw, (fh, fw), meta.feature_stride)
     if stride < MIN_STRIDE:
-        raise UnsupportedGraph(f"dense mode cannot rewrite this classifier: its global pool averages a "
+        raise NoFeatureGrid(f"dense mode cannot rewrite this classifier: its global pool averages a "
                                f"{fh}x{fw} map of its {meta.input_hw[0]}x{meta.input_hw[1]} input "
                                f"(feature_stride {stride}), no convolutional features to share")
     field = receptive_field(graph, head.feature)
@@ -395,6 +395,11 @@ class DenseCacheError(ModelError):
 
 class UnsupportedGraph(ModelError):
     """The rewrite does not know this classifier's graph (dense mode is not possible: patch mode)."""
+
+
+class NoFeatureGrid(UnsupportedGraph):
+    """The classifier pools its input, or a map at its input's resolution: nothing convolutional to
+    share, so dense mode is pointless rather than impossible (``auto`` runs patch mode silently)."""
 
 
 def external_files(model) -> list[str]:
@@ -489,7 +494,7 @@ def build_dense_model(path: str | Path, meta: ModelMeta) -> Path:
         head, channels = dense_head(model)
         check_per_vector(head, channels)
     except ModelError as e:  # name the classifier's file
-        raise UnsupportedGraph(e.problem, path) from None
+        raise (NoFeatureGrid if isinstance(e, NoFeatureGrid) else UnsupportedGraph)(e.problem, path) from None
     except onnx.checker.ValidationError as e:
         first = (str(e).strip().splitlines() or ["invalid"])[0][:200]
         raise UnsupportedGraph(f"dense mode cannot rewrite this classifier: the rewritten graph does not check "

@@ -228,3 +228,15 @@ def test_vit_in_dense_mode_is_refused_naming_the_op(exported, capsys, one_line_e
     photo = sorted(PHOTOS.glob("*.jpg"))[0]
     code = main(["detect", str(photo), "--model", str(path), "--mode", "dense"])
     one_line_error(capsys, code, str(path), "Gather", "--mode patch")
+
+
+def test_tiles_at_stride_16_equal_the_untiled_pass(exported):
+    """Tiles and their context margins follow the network's stride and input size (64 px, 16)."""
+    clf = Classifier(exported("resnet18-s16"))
+    untiled = DenseClassifier(clf, max_tile=0)
+    tiled = DenseClassifier(clf, max_tile=200)
+    level = cv2.resize(_images(64)[0], (64 + 16 * 17, 64 + 16 * 9), interpolation=cv2.INTER_LINEAR)
+    assert len(tiled.tiles(level.shape[:2])) > 1
+    want = untiled.predict_map(level)
+    assert want.shape == (10, 18, NUM_CLASSES)
+    np.testing.assert_allclose(tiled.predict_map(level), want, atol=1e-4)
