@@ -92,8 +92,8 @@ class Preprocessing:
         """One short phrase for headers: ``torch (RGB x/255, mean 0.485,0.456,0.406, std ...)``."""
         parts = ["BGR" if self.bgr else "RGB"]
         if self.scale != 1.0:
-            parts.append(f"x{_num(self.scale)}" if abs(1 / self.scale - round(1 / self.scale)) > 1e-6
-                         else f"x/{_num(1 / self.scale)}")
+            inv = 1 / self.scale  # x/255 and x/127.5 read better than x0.00392157
+            parts.append(f"x/{_num(inv)}" if abs(4 * inv - round(4 * inv)) < 1e-6 else f"x{_num(self.scale)}")
         if self.mean != (0.0, 0.0, 0.0):
             parts.append("mean " + ",".join(_num(v) for v in self.mean))
         if self.std != (1.0, 1.0, 1.0):
