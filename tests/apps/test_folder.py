@@ -124,7 +124,7 @@ def test_existing_results_need_resume(tiny, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--out-dir", "O", "--json", "x.json"], "--out and --json are for one image"),
+    (["--out-dir", "O", "--json", "x.json"], "--out-image and --json are for one image"),
     ([], "need --out-dir"),
 ])
 def test_folder_option_mistakes_are_one_line(tiny, tmp_path, capsys, argv, needle):

@@ -225,3 +225,59 @@ def test_resuming_a_huge_results_file_streams_it(tmp_path, tiny):
     assert proc.returncode == 0, proc.stderr
     lines = (out / "results.jsonl").read_bytes().splitlines()
     assert len(lines) == 401 and json.loads(lines[-1])["image"].endswith("a.jpg")
+
+
+# --- files inside --out-dir: never a link out of it, never a special file -------------------
+
+def _run_folder(tmp_path, model, *extra, out=None, timeout=60):
+    out = out or tmp_path / "out"
+    return run_limited(tmp_path, "detect", tmp_path / "in", "--model", model, "--window", "48", "--out-dir", out,
+                       *extra, timeout=timeout)
+
+
+@pytest.mark.parametrize("name", ["results.jsonl", "run.json"])
+@pytest.mark.parametrize("kind", ["link", "dangling", "fifo"])
+def test_own_files_that_are_links_or_special_are_refused(tmp_path, tiny, name, kind):
+    photo(tmp_path / "in" / "a.jpg", 0)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    target = outside / "victim.jsonl"
+    out = tmp_path / "out"
+    out.mkdir()
+    if kind == "link":
+        target.write_bytes(b'{"image": "x"}\n{"image": "no newline"')
+        (out / name).symlink_to(target)
+    elif kind == "dangling":
+        (out / name).symlink_to(target)
+    else:
+        os.mkfifo(out / name)
+    before = snapshot(outside)
+    for resume in ((), ("--resume",)):
+        proc = _run_folder(tmp_path, tiny, *resume)
+        # without --resume the command line may first say that the folder holds results
+        one_error_line(proc, 2, *((out / name, "not a regular file") if resume or kind != "link" else ()))
+        assert snapshot(outside) == before
+
+
+def test_drawn_folder_or_file_that_is_a_link_never_writes_outside(tmp_path, tiny):
+    photo(tmp_path / "in" / "a.jpg", 0)
+    photo(tmp_path / "in" / "sub" / "b.jpg", 1)
+    outside = tmp_path / "elsewhere"
+    photo(outside / "victim.jpg", 2)
+    out = tmp_path / "out"
+    (out / "drawn").mkdir(parents=True)
+    (out / "drawn" / "a.jpg").symlink_to(outside / "victim.jpg")
+    (out / "drawn" / "sub").symlink_to(outside)
+    before = snapshot(outside)
+    proc = _run_folder(tmp_path, tiny, "--draw")
+    assert proc.returncode == 3, proc.stderr
+    assert snapshot(outside) == before
+    recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(recs) == 2 and all("symbolic link" in r["error"] for r in recs), recs
+
+    (tmp_path / "out2").mkdir()
+    (tmp_path / "out2" / "drawn").symlink_to(outside)
+    for resume in ((), ("--resume",)):
+        proc = _run_folder(tmp_path, tiny, "--draw", *resume, out=tmp_path / "out2")
+        one_error_line(proc, 2, tmp_path / "out2" / "drawn", "symbolic link")
+    assert snapshot(outside) == before

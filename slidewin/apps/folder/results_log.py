@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from pathlib import Path
 
 from slidewin.apps.folder.inputs import result_key
 from slidewin.errors import SlidewinError
+from slidewin.io.files import check_own_file
 
 RESULTS_NAME = "results.jsonl"
 _FSYNC_SECONDS = 1.0
@@ -44,12 +46,20 @@ class ResultsLog:
         self.path = Path(path)
         self.base = base
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Never follow a link out of the output folder, nor append to a FIFO or device: lstat
+        # first, then O_NOFOLLOW (a link made in between fails the open), then fstat.
+        check_own_file(self.path, "results file")
         created = not self.path.exists()
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            self.fd = os.open(self.path, flags, 0o644)
         except OSError as e:
+            check_own_file(self.path, "results file")
             raise SlidewinError(f"cannot open results file ({e.strerror})", self.path) from None
         try:
+            if not stat.S_ISREG(os.fstat(self.fd).st_mode):
+                check_own_file(self.path, "results file")
+                raise SlidewinError("results file is not a regular file", self.path)
             self._lock()
             self._load(resume)
             if created:

@@ -118,12 +118,14 @@ class _Interrupts:
 
 
 def detect_one(detector: Detector, path: Path, decoded: Decoded, model: str | Path,
-               drawn: Path | None = None) -> dict:
+               drawn: Path | None = None, out_dir: Path | None = None) -> dict:
     """The record of one decoded image: its detections, or the one-line reason it failed.
 
     Args:
         drawn: also write the image with its boxes here (atomically); when that fails (a full
             disk, a read-only folder) the record says so and the run goes on.
+        out_dir: the output folder ``drawn`` lies in: no folder between them may be a link or
+            a special file (a drawn image never lands outside it).
     """
     image, error, dets, stats = decoded.image, decoded.error, None, None
     if image is not None:
@@ -131,6 +133,8 @@ def detect_one(detector: Detector, path: Path, decoded: Decoded, model: str | Pa
             dets = detector.detect(image, decoded.prepared)
             stats = detector.last_stats
             if drawn is not None:
+                if out_dir is not None:
+                    check_own_folders(out_dir, drawn)
                 _draw(image, dets, drawn)
         except KeyboardInterrupt:
             raise
@@ -140,13 +144,36 @@ def detect_one(detector: Detector, path: Path, decoded: Decoded, model: str | Pa
     return detection_record(path, image, model, dets, stats, decoded.seconds, error, decoded.warnings)
 
 
+def check_own_folders(out_dir: Path, path: Path) -> None:
+    """Refuse, in one line, a folder between ``out_dir`` and ``path`` (inside it) that is a
+    symbolic link or not a folder: writing there would leave the output folder.
+
+    Raises:
+        SlidewinError: naming the folder.
+    """
+    import stat
+
+    cur = Path(out_dir)
+    for part in Path(os.path.relpath(path, out_dir)).parts[:-1]:
+        cur = cur / part
+        try:
+            mode = os.lstat(cur).st_mode
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise SlidewinError(f"cannot use this folder ({e.strerror})", cur) from None
+        if not stat.S_ISDIR(mode):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a folder"
+            raise SlidewinError(f"is {kind}: slidewin writes drawn images only inside its output folder", cur)
+
+
 def _draw(image, dets, drawn: Path) -> None:
     from slidewin.io.drawing import draw_detections
-    from slidewin.io.files import atomic_write
+    from slidewin.io.files import REFUSE, atomic_write
     from slidewin.io.images import save_image
 
     try:
-        atomic_write(drawn, lambda tmp: save_image(tmp, draw_detections(image, dets)))
+        atomic_write(drawn, lambda tmp: save_image(tmp, draw_detections(image, dets)), REFUSE, "drawn image")
     except OSError as e:
         raise SlidewinError(f"cannot write the drawn image {drawn} ({e.strerror})") from None
 
@@ -268,13 +295,15 @@ def run_folder(detector: Detector, inputs: list[Path], out_dir: Path, model: str
     out_dir = Path(out_dir)
     if root is None:
         root = Path(os.path.commonpath([os.path.abspath(p.parent) for p in inputs])) if inputs else Path(".")
+    if draw:  # a drawn/ that is a link or a file would fail every image: refuse the run once
+        check_own_folders(out_dir, out_dir / DRAWN_DIR / "x")
     log, todo, summary = open_run(inputs, out_dir, model, resume, settings)
 
     def records() -> Generator[dict, None, None]:
         with Prefetcher(todo, prefetch, workers, convert, max_pixels, detector.prepare) as decoded_images:
             for path, decoded in decoded_images:
                 drawn = drawn_path(out_dir, root, path) if draw else None
-                record = detect_one(detector, path, decoded, model, drawn)
+                record = detect_one(detector, path, decoded, model, drawn, out_dir)
                 del decoded
                 yield record
 

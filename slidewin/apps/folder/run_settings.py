@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from slidewin.errors import SlidewinError
+from slidewin.io.files import check_own_file
 
 RUN_NAME = "run.json"
 _FORMAT = 1
@@ -71,6 +72,7 @@ class RunFile:
         self.settings = settings
         self.base = os.getcwd()
         self.recorded = False
+        check_own_file(self.path, "run record")  # never a link out of the folder, nor a FIFO
         if resume and self.path.is_file():
             self._check(self._read())
 
@@ -95,8 +97,8 @@ class RunFile:
 
     def write(self) -> None:
         """Record the settings and the base directory (whole or not at all)."""
-        from slidewin.io.files import atomic_write_text
+        from slidewin.io.files import REFUSE, atomic_write_text
 
         payload = {"format": _FORMAT, "cwd": self.base, "settings": self.settings}
-        atomic_write_text(self.path, json.dumps(payload, indent=2) + "\n")
+        atomic_write_text(self.path, json.dumps(payload, indent=2) + "\n", REFUSE, "run record")
         self.recorded = True
