@@ -5,7 +5,7 @@ two spatial axes, as torch's ``x.mean((2, 3))`` and tf2onnx's Keras ``GlobalAver
 export it; an ``AveragePool`` whose kernel is the whole feature map) followed by a *head*: the
 layers between that pooled vector and the class probabilities. When every head layer acts on
 each pooled vector alone (dense layers, element-wise activations, normalisations over the
-channels, reshapes that keep the batch axis, softmax), the head can run on a whole batch of
+channels, reshapes that keep the batch axis, 1x1 convolutions, softmax), the head can run on a whole batch of
 vectors at once, one per window position: that is the dense form (`slidewin.runtime.dense_graph`).
 
 `find_head` walks back from the output through such layers to the pool, and refuses (naming the
@@ -161,13 +161,15 @@ def spatial_pool(node, consts: dict, ranks: dict, dims: dict) -> tuple[str, tupl
     return None
 
 
-def vector_problem(node, consts: dict, shapes: set[str], ranks: dict, opset: int = 17) -> str | None:
+def vector_problem(node, consts: dict, shapes: set[str], ranks: dict, opset: int = 17,
+                   weight_dims: dict | None = None) -> str | None:
     """Why ``node`` may not act on each vector alone, or None when it does (by its op and attributes).
 
     Args:
         node: the node.
         consts: `constants` of the graph; shapes: its `shape_tensors`; ranks: tensor -> rank.
         opset: the graph's default-domain opset (Softmax's default axis changed in opset 13).
+        weight_dims: initialiser -> dims (a 1x1 convolution is a dense layer per position).
     """
     op, a = node.op_type, _attrs(node)
     live = [i for i in node.input if i and i not in consts]
@@ -203,6 +205,13 @@ def vector_problem(node, consts: dict, shapes: set[str], ranks: dict, opset: int
             return "transposes its input (transA)"
         if len(live) != 1 or node.input[0] != live[0]:
             return "multiplies two activations (attention, not a dense layer)"
+        return None
+    if op == "Conv":  # timm's conv_head: a 1x1 convolution of the (N, C, 1, 1) pooled tensor
+        kernel = (weight_dims or {}).get(node.input[1])
+        if live != [node.input[0]]:
+            return "convolves with weights that are not constants"
+        if kernel is None or list(kernel[2:]) != [1, 1]:
+            return "convolves over a neighbourhood (a kernel larger than 1x1)"
         return None
     if op in _PER_SAMPLE:
         if live != [node.input[0]] or a.get("training_mode", 0):
@@ -272,6 +281,7 @@ def find_head(model, output: str, dims: dict[str, list]) -> Head:
     prod, consts = producers(graph), constants(graph)
     shapes = shape_tensors(graph, consts)
     ranks = {k: len(v) for k, v in dims.items() if v is not None}
+    weight_dims = {t.name: list(t.dims) for t in graph.initializer}
     pools: dict[int, tuple] = {}
     seen: set[str] = set()
     head: set[int] = set()
@@ -297,7 +307,7 @@ def find_head(model, output: str, dims: dict[str, list]) -> Head:
             head.add(id(node))
             reads.append(node)
             continue
-        problem = vector_problem(node, consts, shapes, ranks, opset)
+        problem = vector_problem(node, consts, shapes, ranks, opset, weight_dims)
         if problem is not None:
             raise HeadError(f"dense mode cannot rewrite this classifier: its head is fed by {describe(node)}, "
                             f"which {problem}, not by a global average pool and layers that act on each "

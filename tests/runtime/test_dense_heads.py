@@ -61,6 +61,22 @@ class _NhwcHead(torch.nn.Module):
         return self.head(self.features(x).permute(0, 2, 3, 1).mean((1, 2)))
 
 
+class _ConvHead(torch.nn.Module):
+    """timm's MobileNetV3 head: global pool, a 1x1 convolution of the pooled (N, C, 1, 1) tensor,
+    Hardswish, Flatten, dense layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(16, 24, 3, 2, 1), torch.nn.ReLU(),
+            torch.nn.Conv2d(24, 24, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(24, 32, 3, 2, 1))
+        self.head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Conv2d(32, 48, 1), torch.nn.Hardswish(),
+                                        torch.nn.Flatten(), torch.nn.Linear(48, NUM_CLASSES))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
 def _resnet18_stride16():
     m = torchvision.models.resnet18(num_classes=NUM_CLASSES)
     m.layer4 = torch.nn.Identity()                   # three downsampling stages after the stem: stride 16
@@ -77,6 +93,7 @@ ARCHS = {
     "efficientnet_b0-100": (lambda: torchvision.models.efficientnet_b0(num_classes=NUM_CLASSES), 100, 32),
     "mean-layernorm-gelu": (_MeanHead, 64, 8),
     "nhwc-batchnorm": (_NhwcHead, 64, 8),
+    "pool-conv1x1": (_ConvHead, 64, 16),
     "vit": (lambda: torchvision.models.VisionTransformer(image_size=64, patch_size=16, num_layers=1, num_heads=2,
                                                          hidden_dim=32, mlp_dim=64, num_classes=NUM_CLASSES), 64, 0),
 }
