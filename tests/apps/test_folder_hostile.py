@@ -124,3 +124,51 @@ def test_folder_run_lists_what_it_skipped(tiny, tmp_path, capsys):
         assert needle in out, (needle, out)
     recorded = sorted(Path(r["image"]).name for r in records(tmp_path / "out"))
     assert "c.gif" in recorded and "a.jpg" in recorded and "b.png" in recorded
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+def test_resume_after_the_project_folder_is_moved_redoes_nothing(tiny, tmp_path, capsys, monkeypatch, absolute):
+    """Issue 22: run.json keys records by their path inside the input root, not by the working
+    directory, so a renamed project (output folder inside it) resumes with nothing redone."""
+    proj = tmp_path / "proj"
+    for i in range(5):
+        photo(proj / "in" / f"{i}.jpg", i)
+    monkeypatch.chdir(proj)
+    args = (proj / "in", proj / "out") if absolute else ("in", "out")
+    assert main(detect(args[0], "--model", tiny, "--out-dir", args[1])) == 0
+    lines = (proj / "out" / "results.jsonl").read_bytes().splitlines(keepends=True)
+    (proj / "out" / "results.jsonl").write_bytes(b"".join(lines[:3]))
+    assert "/" not in json.loads((proj / "out" / "run.json").read_text())["cwd"].strip(".")
+    monkeypatch.chdir(tmp_path)
+    moved = tmp_path / "renamed"
+    proj.rename(moved)
+    monkeypatch.chdir(moved)
+    for _ in range(2):
+        args = (moved / "in", moved / "out") if absolute else ("in", "out")
+        capsys.readouterr()
+        assert main(detect(args[0], "--model", tiny, "--out-dir", args[1], "--resume")) == 0
+        assert "5 ok, 0 failed of 5 image(s)" in capsys.readouterr().out
+        recs = records(moved / "out")
+        assert sorted(Path(r["image"]).name for r in recs) == [f"{i}.jpg" for i in range(5)]
+
+
+def test_another_tree_with_the_same_names_is_not_taken_for_a_moved_one(tiny, tmp_path, capsys):
+    for i in range(2):
+        photo(tmp_path / "a" / f"{i}.jpg", i)
+        photo(tmp_path / "b" / f"{i}.jpg", i + 10)
+    out = tmp_path / "out"
+    assert main(detect(tmp_path / "a", "--model", tiny, "--out-dir", out)) == 0
+    assert main(detect(tmp_path / "b", "--model", tiny, "--out-dir", out, "--resume")) == 0
+    assert len(records(out)) == 4
+
+
+def test_an_old_run_json_is_still_read(tiny, tmp_path, capsys, monkeypatch):
+    for i in range(2):
+        photo(tmp_path / "in" / f"{i}.jpg", i)
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    assert main(detect("in", "--model", tiny, "--out-dir", out)) == 0
+    run = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({"format": 1, "cwd": str(tmp_path), "settings": run["settings"]}))
+    assert main(detect("in", "--model", tiny, "--out-dir", out, "--resume")) == 0
+    assert len(records(out)) == 2

@@ -42,9 +42,12 @@ class ResultsLog:
         models: the ``model`` values already recorded.
     """
 
-    def __init__(self, path: Path, resume: bool, base: str | Path | None = None):
+    def __init__(self, path: Path, resume: bool, base: str | Path | None = None, old_root: str | None = None):
         self.path = Path(path)
         self.base = base
+        self.old_root = old_root
+        #: path relative to ``old_root`` -> ok, for the records inside it (a moved tree's resume).
+        self.done_rel: dict[str, bool] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Never follow a link out of the output folder, nor append to a FIFO or device: lstat
         # first, then O_NOFOLLOW (a link made in between fails the open), then fstat.
@@ -113,6 +116,10 @@ class ResultsLog:
             return
         self.done[key] = "error" not in record
         self.models.add(model)
+        if self.old_root is not None and "://" not in record["image"]:
+            rel = relative_key(os.path.join(os.fspath(self.base or os.getcwd()), record["image"]), self.old_root)
+            if rel is not None:
+                self.done_rel[rel] = "error" not in record
 
     def append(self, record: dict) -> None:
         """Write one record as one line (one ``os.write`` of the whole line)."""
@@ -168,6 +175,13 @@ def _lines(fd: int, size: int, max_line: int = MAX_LINE_BYTES):
             if sum(map(len, pending)) > max_line:
                 pending, too_long = [], True
         offset += len(chunk)
+
+
+def relative_key(path: str, root: str) -> str | None:
+    """``path`` relative to ``root``, lexically (the tree may have moved: nothing is resolved),
+    or None when it lies outside ``root``."""
+    rel = os.path.relpath(os.path.normpath(path), os.path.normpath(root))
+    return None if rel == ".." or rel.startswith(".." + os.sep) else rel
 
 
 def _fsync_dir(path: Path) -> None:

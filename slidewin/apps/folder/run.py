@@ -24,7 +24,7 @@ from slidewin.apps.folder.inputs import result_key
 from slidewin.apps.folder.prefetch import DEFAULT_PREFETCH, Decoded, Prefetcher
 from slidewin.apps.folder.progress import Progress
 from slidewin.apps.folder.records import detection_record
-from slidewin.apps.folder.results_log import RESULTS_NAME, ResultsLog
+from slidewin.apps.folder.results_log import RESULTS_NAME, ResultsLog, relative_key
 from slidewin.apps.folder.run_settings import RunFile
 from slidewin.core.detector import Detector
 from slidewin.errors import SlidewinError, one_line, printable
@@ -72,6 +72,16 @@ class FolderSummary:
         else:
             self.failed += 1
             self.failed_now += 1
+
+
+def input_root(inputs: list[Path]) -> Path:
+    """The inputs' common folder (what relative drawn paths and moved-tree keys start from)."""
+    if not inputs or any("://" in str(p) for p in inputs):
+        return Path(".")
+    try:
+        return Path(os.path.commonpath([os.path.abspath(p.parent) for p in inputs]))
+    except ValueError:  # different drives
+        return Path(".")
 
 
 def drawn_path(out_dir: Path, root: Path, image_path: Path) -> Path:
@@ -183,11 +193,15 @@ def _say(text: str) -> None:
         print(f"slidewin: {printable(text)}", file=sys.stderr)
 
 
-def _open_log(results: Path, resume: bool, model: str | Path, settings: dict | None) -> ResultsLog:
+def _open_log(results: Path, resume: bool, model: str | Path, settings: dict | None,
+              root: Path | None = None) -> tuple[ResultsLog, RunFile]:
     """The results file, repaired and read, its run record checked (or written), and what was
     repaired or found said on stderr."""
-    run = RunFile(results.parent, settings, resume)
-    log = ResultsLog(results, resume, run.base)
+    run = RunFile(results.parent, settings, resume, root)
+    log = ResultsLog(results, resume, run.base, run.old_root if run.moved else None)
+    if run.moved:
+        _say(f"note: the inputs were moved from {run.old_root} to {os.path.abspath(root)} (the output folder with "
+             "them): the images recorded there are matched by their path inside it")
     try:
         if resume and not run.path.exists() and log.done:
             _say(f"note: {run.path} is missing (a run of an older slidewin): the settings of the records in "
@@ -207,11 +221,11 @@ def _open_log(results: Path, resume: bool, model: str | Path, settings: dict | N
     others = log.models - {str(model)}
     if others:
         _say(f"note: {results} also holds records made with {', '.join(sorted(others))}")
-    return log
+    return log, run
 
 
 def open_run(inputs: list[Path], out_dir: Path, model: str | Path, resume: bool,
-             settings: dict | None = None) -> tuple[ResultsLog, list[Path], FolderSummary]:
+             settings: dict | None = None, root: Path | None = None) -> tuple[ResultsLog, list[Path], FolderSummary]:
     """Open ``out_dir/results.jsonl`` (repaired and read, its ``run.json`` checked against
     ``settings`` or written) and say what is left to do.
 
@@ -223,10 +237,24 @@ def open_run(inputs: list[Path], out_dir: Path, model: str | Path, resume: bool,
         recorded yet, in order, and the summary so far (what earlier runs recorded).
     """
     results = Path(out_dir) / RESULTS_NAME
-    log = _open_log(results, resume, model, settings)
-    keys = [result_key(p) for p in inputs]
-    todo = [p for p, k in zip(inputs, keys) if k not in log.done]
-    earlier = [log.done[k] for k in keys if k in log.done]
+    if root is None:
+        root = input_root(inputs)
+    log, run = _open_log(results, resume, model, settings, root)
+
+    def done(p: Path) -> bool | None:
+        """ok / failed as recorded earlier, None: not recorded (by absolute path, or in a moved
+        tree by the path inside its root)."""
+        key = result_key(p)
+        if key in log.done:
+            return log.done[key]
+        if log.done_rel and "://" not in str(p):
+            rel = relative_key(os.path.abspath(p), os.path.abspath(root))
+            return log.done_rel.get(rel) if rel is not None else None
+        return None
+
+    states = [done(p) for p in inputs]
+    todo = [p for p, state in zip(inputs, states) if state is None]
+    earlier = [state for state in states if state is not None]
     summary = FolderSummary(total=len(inputs), ok=sum(earlier), failed=len(earlier) - sum(earlier), ok_now=0,
                             failed_now=0, skipped=len(inputs) - len(todo), truncated_bytes=log.truncated_bytes,
                             results=results)
@@ -294,10 +322,10 @@ def run_folder(detector: Detector, inputs: list[Path], out_dir: Path, model: str
     """
     out_dir = Path(out_dir)
     if root is None:
-        root = Path(os.path.commonpath([os.path.abspath(p.parent) for p in inputs])) if inputs else Path(".")
+        root = input_root(inputs)
     if draw:  # a drawn/ that is a link or a file would fail every image: refuse the run once
         check_own_folders(out_dir, out_dir / DRAWN_DIR / "x")
-    log, todo, summary = open_run(inputs, out_dir, model, resume, settings)
+    log, todo, summary = open_run(inputs, out_dir, model, resume, settings, root)
 
     def records() -> Generator[dict, None, None]:
         with Prefetcher(todo, prefetch, workers, convert, max_pixels, detector.prepare) as decoded_images:

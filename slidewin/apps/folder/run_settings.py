@@ -19,7 +19,7 @@ from slidewin.errors import SlidewinError
 from slidewin.io.files import check_own_file
 
 RUN_NAME = "run.json"
-_FORMAT = 1
+_FORMAT = 2
 
 
 def run_settings(model: str | Path, config=None, classes=None, convert: bool = False,
@@ -62,15 +62,31 @@ def _differences(old: dict, new: dict) -> list[str]:
 class RunFile:
     """``OUT/run.json`` of a folder run.
 
+    Format 2 records the run's input root (absolute, for reference), and relative to it the
+    working directory the records' relative image paths start from and the output folder; no
+    absolute path is used as a key. A resume from a tree that was moved or mounted elsewhere,
+    with the output folder at the same place relative to the inputs (`moved_from`), matches
+    records by their path relative to the root. Format 1 files (an absolute ``cwd``) are read.
+
+    Args:
+        root: the run's input root (the folder drawn paths start from); None: not known.
+
     Attributes:
         base: the directory the records' relative image paths are relative to.
+        old_root: the recorded input root, translated to where the records were written.
+        moved: whether the tree was moved (or mounted elsewhere) since: match records by their
+            path relative to ``old_root`` (see `ResultsLog`).
         recorded: whether the file exists with these settings (False: `write` it).
     """
 
-    def __init__(self, out_dir: str | Path, settings: dict | None, resume: bool):
+    def __init__(self, out_dir: str | Path, settings: dict | None, resume: bool, root: str | Path | None = None):
         self.path = Path(out_dir) / RUN_NAME
+        self.out_dir = os.path.abspath(out_dir)
         self.settings = settings
+        self.root = None if root is None else os.path.abspath(root)
         self.base = os.getcwd()
+        self.old_root: str | None = None
+        self.moved = False
         self.recorded = False
         check_own_file(self.path, "run record")  # never a link out of the folder, nor a FIFO
         if resume and self.path.is_file():
@@ -80,13 +96,18 @@ class RunFile:
         from slidewin.io.files import MAX_SETTINGS_BYTES, read_small_json
 
         data = read_small_json(self.path, MAX_SETTINGS_BYTES, "run record")
-        if not isinstance(data, dict) or not isinstance(data.get("cwd"), str):
+        ok = isinstance(data, dict) and isinstance(data.get("cwd"), str) and (
+            data.get("format") == 1 or isinstance(data.get("root"), str) and isinstance(data.get("out"), str))
+        if not ok:
             raise SlidewinError("is not a run record written by slidewin (remove it to resume without the "
                                 "settings check)", self.path)
         return data
 
     def _check(self, recorded: dict) -> None:
-        self.base = recorded["cwd"]
+        if recorded.get("format") == 1:
+            self.base = recorded["cwd"]
+        else:
+            self._locate(recorded)
         if self.settings is None or recorded.get("settings") is None:
             return
         diff = _differences(recorded["settings"], self.settings)
@@ -95,10 +116,31 @@ class RunFile:
                                 "resume with the same settings, or choose another --out-dir", self.path)
         self.recorded = True
 
+    def _locate(self, recorded: dict) -> None:
+        """Where the recorded run's paths are now: unmoved, or moved with the output folder."""
+        old_root = recorded["root"]
+        self.old_root = old_root
+        self.base = os.path.normpath(os.path.join(old_root, recorded["cwd"]))
+        if self.root is None or os.path.normpath(self.root) == os.path.normpath(old_root):
+            return
+        same_folder = _same(old_root, self.root)
+        moved_with_out = os.path.relpath(self.out_dir, self.root) == recorded["out"] and not os.path.exists(old_root)
+        self.moved = same_folder or moved_with_out
+
     def write(self) -> None:
-        """Record the settings and the base directory (whole or not at all)."""
+        """Record the settings, the input root, and relative to it the working directory and the
+        output folder (whole or not at all)."""
         from slidewin.io.files import REFUSE, atomic_write_text
 
-        payload = {"format": _FORMAT, "cwd": self.base, "settings": self.settings}
+        root = self.root or self.base
+        payload = {"format": _FORMAT, "root": root, "cwd": os.path.relpath(self.base, root),
+                   "out": os.path.relpath(self.out_dir, root), "settings": self.settings}
         atomic_write_text(self.path, json.dumps(payload, indent=2) + "\n", REFUSE, "run record")
         self.recorded = True
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
