@@ -172,3 +172,28 @@ def test_an_old_run_json_is_still_read(tiny, tmp_path, capsys, monkeypatch):
     (out / "run.json").write_text(json.dumps({"format": 1, "cwd": str(tmp_path), "settings": run["settings"]}))
     assert main(detect("in", "--model", tiny, "--out-dir", out, "--resume")) == 0
     assert len(records(out)) == 2
+
+
+@pytest.mark.parametrize("through_link", [False, True])
+def test_a_run_never_takes_its_own_output_as_input(tiny, tmp_path, capsys, through_link):
+    for i in range(2):
+        photo(tmp_path / "in" / f"{i}.jpg", i)
+    real_out = tmp_path / "in" / "out"
+    out = real_out
+    if through_link:
+        real_out.mkdir()
+        out = tmp_path / "out-link"
+        out.symlink_to(real_out)
+    for resume in ((), ("--resume",), ("--resume",)):
+        main(detect(tmp_path / "in", "--model", tiny, "--out-dir", out, "--draw", *resume))
+        recs = records(real_out)
+        assert sorted(Path(r["image"]).name for r in recs) == ["0.jpg", "1.jpg"], recs
+    assert len(list((real_out / "drawn").rglob("*.jpg"))) == 2
+
+
+def test_similar_names_never_draw_to_the_same_file(tiny, tmp_path):
+    photo(tmp_path / "in" / "a.png", 1)
+    photo(tmp_path / "in" / "a.png.jpg", 2)
+    out = tmp_path / "out"
+    assert main(detect(tmp_path / "in", "--model", tiny, "--out-dir", out, "--draw")) == 0
+    assert sorted(p.name for p in (out / "drawn").iterdir()) == ["a.png.2.jpg", "a.png.jpg"]

@@ -73,9 +73,9 @@ def _walk(top: Path, excluded: str | None, files: list[Path], skipped: list[tupl
         return
     for entry in entries:
         path = Path(entry.path)
-        if excluded is not None and os.path.abspath(path) == excluded:
-            continue
         if entry.is_dir(follow_symlinks=False):
+            if excluded is not None and os.path.realpath(path) == excluded:
+                continue  # the output folder, reached by any path: never its own input
             if entry.name.startswith("."):
                 skipped.append((path, HIDDEN))
             else:
@@ -92,7 +92,7 @@ def _glob(pattern: str, excluded: str | None, files: list[Path], skipped: list[t
     import glob
 
     for m in sorted(glob.glob(pattern, recursive=True)):
-        if excluded is not None and os.path.commonpath([os.path.abspath(m), excluded]) == excluded:
+        if excluded is not None and os.path.commonpath([os.path.realpath(m), excluded]) == excluded:
             continue
         if os.path.isdir(m):
             continue
@@ -126,7 +126,9 @@ def collect_inputs(specs: Iterable[str | Path], exclude: Path | None = None,
         (root, files): the folder that relative output paths (drawn images) start from, and the
         files, each once, sorted by path components (the same order on every run).
     """
-    excluded = os.path.abspath(exclude) if exclude is not None else None
+    # Compared by real path: an output folder inside the inputs, named through a link or
+    # reached through one, is still never walked.
+    excluded = os.path.realpath(exclude) if exclude is not None else None
     skipped = [] if skipped is None else skipped
     roots, files = [], []
     for spec in specs:
@@ -134,7 +136,8 @@ def collect_inputs(specs: Iterable[str | Path], exclude: Path | None = None,
         p = Path(text)
         if p.is_dir():
             roots.append(p)
-            _walk(p, excluded, files, skipped)
+            if excluded is None or os.path.realpath(p) != excluded:
+                _walk(p, excluded, files, skipped)
         elif not p.exists() and _MAGIC.search(text):
             roots.append(_glob_root(text))
             _glob(text, excluded, files, skipped)

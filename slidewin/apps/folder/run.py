@@ -94,6 +94,24 @@ def drawn_path(out_dir: Path, root: Path, image_path: Path) -> Path:
     return Path(out_dir) / DRAWN_DIR / rel
 
 
+def drawn_paths(out_dir: Path, root: Path, inputs: list[Path]) -> dict[Path, Path]:
+    """`drawn_path` of every input, made unique: ``a.png`` (drawn as ``a.png.jpg``) and an input
+    named ``a.png.jpg`` never share a file; the later one in ``inputs`` order gets ``.2`` (``.3``,
+    ...) before ``.jpg``. Inputs are in the same order on every run, so a resume draws the same
+    names."""
+    out, taken = {}, set()
+    for p in inputs:
+        target = drawn_path(out_dir, root, p)
+        n = 2
+        while os.path.normcase(str(target)) in taken:
+            target = drawn_path(out_dir, root, p)
+            target = target.with_name(f"{target.name[:-len(target.suffix)]}.{n}{target.suffix}")
+            n += 1
+        taken.add(os.path.normcase(str(target)))
+        out[p] = target
+    return out
+
+
 class _Interrupts:
     """SIGINT/SIGTERM become KeyboardInterrupt, but never inside a critical section (a record's
     write and its bookkeeping); there they are held until the section ends."""
@@ -327,10 +345,12 @@ def run_folder(detector: Detector, inputs: list[Path], out_dir: Path, model: str
         check_own_folders(out_dir, out_dir / DRAWN_DIR / "x")
     log, todo, summary = open_run(inputs, out_dir, model, resume, settings, root)
 
+    drawn_names = drawn_paths(out_dir, root, inputs) if draw else {}
+
     def records() -> Generator[dict, None, None]:
         with Prefetcher(todo, prefetch, workers, convert, max_pixels, detector.prepare) as decoded_images:
             for path, decoded in decoded_images:
-                drawn = drawn_path(out_dir, root, path) if draw else None
+                drawn = drawn_names.get(path) if draw else None
                 record = detect_one(detector, path, decoded, model, drawn, out_dir)
                 del decoded
                 yield record
