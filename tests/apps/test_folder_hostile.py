@@ -197,3 +197,26 @@ def test_similar_names_never_draw_to_the_same_file(tiny, tmp_path):
     out = tmp_path / "out"
     assert main(detect(tmp_path / "in", "--model", tiny, "--out-dir", out, "--draw")) == 0
     assert sorted(p.name for p in (out / "drawn").iterdir()) == ["a.png.2.jpg", "a.png.jpg"]
+
+
+def test_retry_failed_redoes_only_the_error_records_and_replaces_them(tiny, tmp_path):
+    from slidewin.apps.folder.run import run_folder
+    from slidewin.pipeline.factory import build_detector
+
+    for i in range(3):
+        photo(tmp_path / "in" / f"{i}.jpg", i)
+    (tmp_path / "in" / "bad.jpg").write_bytes(b"\xff\xd8 not yet")   # a transient failure
+    out = tmp_path / "out"
+    detector = build_detector(tiny)
+    root, inputs = collect_inputs([tmp_path / "in"])
+    s = run_folder(detector, inputs, out, tiny, root=root, progress=False)
+    assert (s.ok, s.failed) == (3, 1)
+    before = {r["image"]: r for r in records(out) if "error" not in r}
+    photo(tmp_path / "in" / "bad.jpg", 9)                            # fixed
+    s = run_folder(detector, inputs, out, tiny, root=root, resume=True, progress=False)
+    assert (s.ok_now, s.failed_now, s.failed) == (0, 0, 1)           # a plain resume keeps the error
+    s = run_folder(detector, inputs, out, tiny, root=root, resume=True, retry_failed=True, progress=False)
+    assert (s.ok, s.failed, s.ok_now, s.skipped) == (4, 0, 1, 3)
+    recs = records(out)
+    assert len(recs) == 4 and not any("error" in r for r in recs)
+    assert {r["image"]: r for r in recs[:3]} == before                # the good records untouched

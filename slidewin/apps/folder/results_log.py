@@ -48,6 +48,8 @@ class ResultsLog:
         self.old_root = old_root
         #: path relative to ``old_root`` -> ok, for the records inside it (a moved tree's resume).
         self.done_rel: dict[str, bool] = {}
+        #: key (or ("rel", path inside old_root)) -> numbers of its error lines.
+        self.error_lines: dict = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Never follow a link out of the output folder, nor append to a FIFO or device: lstat
         # first, then O_NOFOLLOW (a link made in between fails the open), then fstat.
@@ -116,10 +118,44 @@ class ResultsLog:
             return
         self.done[key] = "error" not in record
         self.models.add(model)
+        rel = None
         if self.old_root is not None and "://" not in record["image"]:
             rel = relative_key(os.path.join(os.fspath(self.base or os.getcwd()), record["image"]), self.old_root)
             if rel is not None:
                 self.done_rel[rel] = "error" not in record
+        if "error" in record:
+            self.error_lines.setdefault(key, []).append(number)
+            if rel is not None:
+                self.error_lines.setdefault(("rel", rel), []).append(number)
+
+    def drop_lines(self, numbers: set[int]) -> None:
+        """Remove the lines ``numbers`` (1-based) from the file, whole or not at all: the rest is
+        copied to a temporary file beside it, which replaces it (``--retry-failed``: the error
+        records of the images done again)."""
+        if not numbers:
+            return
+        import tempfile
+
+        size = os.fstat(self.fd).st_size
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for number, (line, _) in enumerate(_lines(self.fd, size, max_line=size + 1), 1):
+                    if number not in numbers:
+                        out.write(line + b"\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(name, os.fstat(self.fd).st_mode & 0o777)
+            os.replace(name, self.path)
+        except OSError as e:
+            raise SlidewinError(f"cannot rewrite results file ({e.strerror})", self.path) from None
+        finally:
+            if os.path.exists(name):
+                os.unlink(name)
+        old, self.fd = self.fd, os.open(self.path, os.O_RDWR | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
+        os.close(old)
+        self._lock()
+        _fsync_dir(self.path.parent)
 
     def append(self, record: dict) -> None:
         """Write one record as one line (one ``os.write`` of the whole line)."""

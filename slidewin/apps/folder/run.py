@@ -243,7 +243,8 @@ def _open_log(results: Path, resume: bool, model: str | Path, settings: dict | N
 
 
 def open_run(inputs: list[Path], out_dir: Path, model: str | Path, resume: bool,
-             settings: dict | None = None, root: Path | None = None) -> tuple[ResultsLog, list[Path], FolderSummary]:
+             settings: dict | None = None, root: Path | None = None,
+             retry_failed: bool = False) -> tuple[ResultsLog, list[Path], FolderSummary]:
     """Open ``out_dir/results.jsonl`` (repaired and read, its ``run.json`` checked against
     ``settings`` or written) and say what is left to do.
 
@@ -271,6 +272,19 @@ def open_run(inputs: list[Path], out_dir: Path, model: str | Path, resume: bool,
         return None
 
     states = [done(p) for p in inputs]
+    if retry_failed:  # the failed ones are done again, and their error records removed first
+        drop = set()
+        for i, p in enumerate(inputs):
+            if states[i] is False:
+                states[i] = None
+                drop.update(log.error_lines.get(result_key(p), ()))
+                rel = relative_key(os.path.abspath(p), os.path.abspath(root)) if log.done_rel else None
+                drop.update(log.error_lines.get(("rel", rel), ()))
+        try:
+            log.drop_lines(drop)
+        except BaseException:
+            log.close()
+            raise
     todo = [p for p, state in zip(inputs, states) if state is None]
     earlier = [state for state in states if state is not None]
     summary = FolderSummary(total=len(inputs), ok=sum(earlier), failed=len(earlier) - sum(earlier), ok_now=0,
@@ -317,7 +331,8 @@ def run_folder(detector: Detector, inputs: list[Path], out_dir: Path, model: str
                root: Path | None = None, resume: bool = False, draw: bool = False, convert: bool = False,
                max_pixels: int = DEFAULT_MAX_PIXELS, prefetch: int = DEFAULT_PREFETCH, workers: int = 2,
                progress: bool | None = None, settings: dict | None = None,
-               on_record: Callable[[int, dict], None] | None = None) -> FolderSummary:
+               on_record: Callable[[int, dict], None] | None = None,
+               retry_failed: bool = False) -> FolderSummary:
     """Detect in every image of ``inputs`` and append one record each to ``out_dir/results.jsonl``.
 
     Args:
@@ -334,6 +349,9 @@ def run_folder(detector: Detector, inputs: list[Path], out_dir: Path, model: str
         settings: what decides the records (`run_settings`), recorded in ``out_dir/run.json``; a
             resume with other settings is refused (None: not checked).
         on_record: called with (index in this run, record) after each record is written.
+        retry_failed: with ``resume``, also do again the images whose record is an error; their
+            error records are removed from ``results.jsonl`` (before any is done again, so an
+            interrupted retry leaves them to a later ``--resume``: none lost, none doubled).
 
     Returns:
         What was done; ``interrupted`` when Ctrl-C or SIGTERM stopped it (whole lines kept).
@@ -343,7 +361,7 @@ def run_folder(detector: Detector, inputs: list[Path], out_dir: Path, model: str
         root = input_root(inputs)
     if draw:  # a drawn/ that is a link or a file would fail every image: refuse the run once
         check_own_folders(out_dir, out_dir / DRAWN_DIR / "x")
-    log, todo, summary = open_run(inputs, out_dir, model, resume, settings, root)
+    log, todo, summary = open_run(inputs, out_dir, model, resume, settings, root, retry_failed)
 
     drawn_names = drawn_paths(out_dir, root, inputs) if draw else {}
 
