@@ -81,6 +81,14 @@ def load_dataset(root: str | Path) -> Dataset:
         gt["images"], gt["annotations"], gt["categories"]
     except (ValueError, KeyError, TypeError) as e:
         raise SlidewinError(f"not a COCO instances file ({type(e).__name__})", ann) from None
+    images = gt["images"]
+    if not isinstance(images, list) or not images:
+        raise SlidewinError("holds no images (\"images\" is empty): nothing to evaluate", ann)
+    ids = [im.get("id") if isinstance(im, dict) else None for im in images]
+    seen: set = set()
+    duplicates = sorted({repr(i) for i in ids if i in seen or seen.add(i)})
+    if duplicates:
+        raise SlidewinError(f"image ids must be unique; repeated: {', '.join(duplicates[:5])}", ann)
     images_dir = root / "images"
     if not images_dir.is_dir():
         raise SlidewinError("dataset has no images/ folder", root)
@@ -247,6 +255,10 @@ def evaluate(data_dir: str | Path, model_path: str | Path, mode: Mode | str = Mo
     from slidewin.runtime.model_meta import LabelSet
 
     _import_coco_eval()  # before any work: a missing extra is found in a second, not after the run
+    if out_dir is not None:  # an unwritable report folder is said now, not after the evaluation
+        from slidewin.io.files import check_output_dir
+
+        check_output_dir(out_dir, "--out-dir")
     dataset = load_dataset(data_dir)
     detector, config = open_for_evaluation(model_path, Mode(mode), Recipe(recipe), config, overrides, device,
                                            proposals)

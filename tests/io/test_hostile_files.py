@@ -281,3 +281,26 @@ def test_drawn_folder_or_file_that_is_a_link_never_writes_outside(tmp_path, tiny
         proc = _run_folder(tmp_path, tiny, "--draw", *resume, out=tmp_path / "out2")
         one_error_line(proc, 2, tmp_path / "out2" / "drawn", "symbolic link")
     assert snapshot(outside) == before
+
+
+# --- evaluate: the report folder first, empty or ambiguous datasets in one line --------------
+
+@pytest.mark.parametrize("images, needle", [([], "holds no images"),
+                                            ([{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "a.jpg"}],
+                                             "repeated: 1")])
+def test_evaluate_refuses_empty_or_duplicate_images(tmp_path, images, needle):
+    from slidewin.apps.evaluate import load_dataset
+
+    data = _dataset(tmp_path)
+    (data / "instances.json").write_text(json.dumps({"images": images, "annotations": [], "categories": []}))
+    with pytest.raises(SlidewinError, match=needle):
+        load_dataset(data)
+
+
+def test_evaluate_checks_the_report_folder_first(tmp_path, tiny):
+    data = _dataset(tmp_path)
+    (data / "instances.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}],
+                                                     "annotations": [], "categories": []}))
+    (tmp_path / "report").write_text("a file")
+    proc = run_limited(tmp_path, "evaluate", "--data", data, "--model", tiny, "--out-dir", tmp_path / "report")
+    one_error_line(proc, 2, tmp_path / "report", "is a file")
