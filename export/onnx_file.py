@@ -88,12 +88,10 @@ def _input_hw(sig: RawSignature, asked: tuple[int, int] | None, path: Path) -> t
 
 
 def _raw_session(model: onnx.ModelProto, path: Path):
-    import onnxruntime as ort
+    from slidewin.runtime.sessions import open_in_memory
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
     try:
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return open_in_memory(model)
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ModelError(f"ONNX Runtime cannot load the model ({first})", path) from None

@@ -18,7 +18,7 @@ import numpy as np
 
 from slidewin.errors import MissingDependencyError, SlidewinError, UntrainedModelError
 from slidewin.io.files import read_small_json
-from slidewin.pipeline.config import DetectorConfig, Mode, Scoring
+from slidewin.pipeline.config import DEFAULT_STEP, DetectorConfig, Mode, Scoring
 from slidewin.runtime.model_meta import ModelKind
 
 #: instances.json is parsed whole, and Python's objects cost ~25 bytes per byte of JSON: COCO's
@@ -42,7 +42,7 @@ def tutorial_config(input_hw: tuple[int, int], mode: Mode) -> DetectorConfig:
     """
     in_h, in_w = input_hw
     roi_h, roi_w = 150, 200
-    step = (16 * in_h / roi_h, 16 * in_w / roi_w) if mode is Mode.PATCH else 32.0
+    step = (16 * in_h / roi_h, 16 * in_w / roi_w) if mode is Mode.PATCH else DEFAULT_STEP  # the network stride
     return DetectorConfig(windows_hw=((roi_h, roi_w),), step=step, scale=1.5, min_score=0.9, iou=0.3,
                           mode=mode, align=mode is Mode.DENSE, scoring=Scoring.TOP1, reference_side=None)
 

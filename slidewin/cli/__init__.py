@@ -75,6 +75,9 @@ def _add_detect(sub) -> None:
                    help="folder run: append one JSON line per image to OUT_DIR/results.jsonl")
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: skip the images already in results.jsonl")
+    g.add_argument("--retry-failed", action="store_true",
+                   help="with --resume: also redo the images whose record is an error (a full disk, a file "
+                        "being copied), replacing those records")
     g.add_argument("--draw", action="store_true", help="also write OUT_DIR/drawn/<relative path>.jpg")
     g.add_argument("--prefetch", type=count(0), default=None, metavar="N",
                    help="images decoded ahead while the model runs (default 4; 0 decodes inline)")

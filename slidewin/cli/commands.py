@@ -149,7 +149,8 @@ def cmd_detect(args) -> int:
     folder = args.out_dir is not None or len(images) > 1 or is_folder_input(images[0]) or engine is Engine.RAY
     if folder:
         return _detect_folder(args, engine)
-    for flag, value in (("--resume", args.resume), ("--draw", args.draw), ("--prefetch", args.prefetch)):
+    for flag, value in (("--resume", args.resume), ("--retry-failed", args.retry_failed), ("--draw", args.draw),
+                        ("--prefetch", args.prefetch)):
         if value:
             raise SlidewinError(f"{flag} is for folder runs: add --out-dir OUT")
     check_outputs({"--out-image": args.out_image, "--json": args.json}, (images[0], args.model))  # before any work
@@ -189,6 +190,9 @@ def _check_engine_flags(args, engine) -> None:
                 raise SlidewinError(f"{flag} is for --engine ray")
     elif args.prefetch is not None:
         raise SlidewinError("--prefetch is for --engine local (Ray workers read and decode their own images)")
+    elif args.retry_failed:
+        raise SlidewinError("--retry-failed is for --engine local (with Ray, move the failed images to a folder "
+                            "of their own and run it)")
 
 
 def _detect_folder(args, engine) -> int:
@@ -211,7 +215,7 @@ def _detect_folder(args, engine) -> int:
         import_ray()
     check_output_dir(args.out_dir, "--out-dir")
     results = args.out_dir / RESULTS_NAME
-    if not args.resume and results.is_file() and results.stat().st_size:  # say so before loading the model
+    if not (args.resume or args.retry_failed) and results.is_file() and results.stat().st_size:  # say so before loading the model
         raise SlidewinError("already holds results: pass --resume to continue that run, or choose "
                             "another --out-dir", results)
     summary, skipped = _detect_on_ray(args) if engine is Engine.RAY else _detect_here(args)
@@ -261,7 +265,8 @@ def _detect_here(args):
     config, proposals, max_pixels, settings = _settings(args)
     detector = _open_detector(args.model, config, args.classes, args.device, proposals)
     say(f"model: {model_header(detector.meta)}", file=sys.stderr)
-    summary = run_folder(detector, inputs, args.out_dir, args.model, root=root, resume=args.resume,
+    summary = run_folder(detector, inputs, args.out_dir, args.model, root=root,
+                         resume=args.resume or args.retry_failed, retry_failed=args.retry_failed,
                          draw=args.draw, convert=args.convert, max_pixels=max_pixels, settings=settings,
                          prefetch=DEFAULT_PREFETCH if args.prefetch is None else args.prefetch)
     return summary, skipped_summary(skipped)

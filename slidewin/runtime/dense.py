@@ -313,15 +313,10 @@ class DenseHead:
     """
 
     def __init__(self, model, channels: int, num_labels: int, threads: int | None = None):
-        import onnxruntime as ort
-
         from slidewin.runtime.dense_head import VECTOR_PROBABILITIES
+        from slidewin.runtime.sessions import open_in_memory
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or 1
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(model.SerializeToString(), sess_options=opts,
-                                            providers=["CPUExecutionProvider"])
+        self.session = open_in_memory(model, threads or 1)
         inp = self.session.get_inputs()[0]
         self._input, self._output = inp.name, VECTOR_PROBABILITIES
         self._dtype = np.float16 if "float16" in inp.type else np.float32

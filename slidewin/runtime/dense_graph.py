@@ -108,14 +108,15 @@ def inferred_dims(model) -> dict[str, list[int | None]]:
 def _probe_dims(model, name: str, meta: ModelMeta) -> list[int]:
     """Dims of tensor ``name`` from one ONNX Runtime run on a blank image of the trained size
     (for graphs whose shapes inference cannot follow)."""
-    import onnxruntime as ort
     from onnx import helper
+
+    from slidewin.runtime.sessions import open_in_memory
 
     probe = type(model)()
     probe.CopyFrom(model)
     probe.graph.output.append(helper.make_empty_tensor_value_info(name))
     try:
-        sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess = open_in_memory(probe)
         inp = sess.get_inputs()[0]
         dtype = np.uint8 if "uint8" in inp.type else np.float32
         x = np.zeros((1, *meta.input_hw, 3), dtype)

@@ -371,10 +371,10 @@ def check_per_vector(head, channels: int, seed: int = 0) -> None:
     Raises:
         HeadError: it does not.
     """
-    import onnxruntime as ort
+    from slidewin.runtime.sessions import open_in_memory
 
     try:
-        sess = ort.InferenceSession(head.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess = open_in_memory(head)
         dtype = np.float16 if "float16" in sess.get_inputs()[0].type else np.float32
         x = np.random.default_rng(seed).uniform(0, 2, (3, channels)).astype(dtype)
         batch = sess.run([VECTOR_PROBABILITIES], {VECTORS: x})[0]

@@ -28,9 +28,6 @@ PROBABILITY_MAP = "probability_map"
 #: The dense rewrite's second output: the last feature map (N, channels, rows, cols), one cell per
 #: ``feature_stride`` pixels, before the classifier's pooling (for pooled proposal scoring).
 FEATURE_MAP = "feature_map"
-#: Names of the dense rewrite's 1x1-convolution head: weight (K, C, 1, 1) and bias (K,).
-DENSE_HEAD_WEIGHT = "slidewin_dense/weight"
-DENSE_HEAD_BIAS = "slidewin_dense/bias"
 #: A region-proposal model's outputs, in this order: xyxy boxes, scores, label ids.
 REGION_OUTPUTS = ("boxes", "scores", "labels")
 #: What ``input_format`` records.

@@ -143,6 +143,14 @@ def session_options(settings: SessionSettings) -> "ort.SessionOptions":
     return opts
 
 
+def open_in_memory(model, threads: int = 1):
+    """A CPU session of an ``onnx.ModelProto`` built in memory: shape probes, dense heads, a user's
+    raw graph being wrapped. The same options as every other session (`session_options`)."""
+    settings = SessionSettings(device=Device.CPU, threads=threads)
+    return ort.InferenceSession(model.SerializeToString(), sess_options=session_options(settings),
+                                providers=["CPUExecutionProvider"])
+
+
 def check_model_file(path: str | Path, what: str = "model") -> Path:
     """``path`` as a Path, or a ModelError when it is missing, a folder or empty: the checks made
     before a model file is opened or hashed."""

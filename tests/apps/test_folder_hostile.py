@@ -220,3 +220,19 @@ def test_retry_failed_redoes_only_the_error_records_and_replaces_them(tiny, tmp_
     recs = records(out)
     assert len(recs) == 4 and not any("error" in r for r in recs)
     assert {r["image"]: r for r in recs[:3]} == before                # the good records untouched
+
+
+def test_cli_retry_failed_after_a_transient_failure(tiny, tmp_path, capsys):
+    for i in range(2):
+        photo(tmp_path / "in" / f"{i}.jpg", i)
+    (tmp_path / "in" / "late.jpg").write_bytes(b"\xff\xd8 still being copied")
+    out = tmp_path / "out"
+    assert main(detect(tmp_path / "in", "--model", tiny, "--out-dir", out)) == 3   # some failed
+    photo(tmp_path / "in" / "late.jpg", 5)
+    assert main(detect(tmp_path / "in", "--model", tiny, "--out-dir", out, "--resume")) == 3  # kept as it was
+    assert main(detect(tmp_path / "in", "--model", tiny, "--out-dir", out, "--retry-failed")) == 0
+    recs = records(out)
+    assert len(recs) == 3 and not any("error" in r for r in recs)
+    capsys.readouterr()
+    assert main(detect(tmp_path / "late.jpg", "--model", tiny, "--retry-failed")) == 2    # one photo: refused
+    assert "--retry-failed is for folder runs" in capsys.readouterr().err

@@ -20,7 +20,7 @@ def test_one_place_makes_sessions():
             for n, line in enumerate(path.read_text().splitlines(), 1):
                 if re.search(r"\bInferenceSession\s*\(", line) or re.search(r"\bSessionOptions\s*\(", line):
                     sites.append(f"{path.relative_to(ROOT)}:{n}")
-    assert len(sites) == 2 and all(s.startswith("slidewin/runtime/sessions.py:") for s in sites), sites
+    assert len(sites) == 3 and all(s.startswith("slidewin/runtime/sessions.py:") for s in sites), sites
 
 
 def test_session_options_follow_the_settings():
