@@ -92,7 +92,7 @@ def _is_model_info(value) -> bool:
 #: the wrong shape is ignored (and recomputed), never handed to the caller. A key not listed
 #: here is refused (`recall` returns None) until it is given a check.
 SCHEMAS: dict[str, Callable[[Any], bool]] = {
-    "sha256": _is_digest,
+    "sha256": _is_digest,  # slidewin.io.hashing.file_sha256
     "model_info": _is_model_info,
     # slidewin.runtime.dense: the source digest a cached dense form's probe passed for
     "dense_probe_passed_for": lambda v: v is None or _is_digest(v),
@@ -218,15 +218,3 @@ def remember(path: str | Path, key: str, value: Any, ident: list[int] | None) ->
     except (OSError, SlidewinError, ValueError):
         pass
 
-
-def file_sha256(path: str | Path) -> str:
-    """``sha256:<hex>`` of a file, hashed once per version of the file (see the module notes)."""
-    from slidewin.runtime.model_meta import sha256_of
-
-    ident = identity(path)
-    digest = recall(path, "sha256", ident)
-    if isinstance(digest, str):
-        return digest
-    digest = sha256_of(path)
-    remember(path, "sha256", digest, ident)
-    return digest

@@ -37,7 +37,7 @@ Either failure rebuilds it. The checks cost a hash of the model files and two sm
 (tens of milliseconds), where rebuilding costs 0.3 s for EfficientNet-Lite0 and about 1.5 s for
 ResNet50 on the 2-core CPU. Both are made once per version of the files: the hashes and a passed
 probe are remembered in the cache folder for as long as the files stay the same
-(`slidewin.io.filememo`), so a one-photo command pays neither.
+(`slidewin.io.hashing`, `slidewin.io.filememo`), so a one-photo command pays neither.
 
 The rewritten model also records how much context a tile of a level needs around its windows
 (`receptive_field`, `context_margin`), which `slidewin.runtime.dense` uses to run big levels in
@@ -47,13 +47,13 @@ tiles that equal the untiled pass.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from slidewin.errors import ModelError
+from slidewin.io.hashing import file_sha256
 from slidewin.runtime.dense_head import (VECTOR_PROBABILITIES, VECTORS, Head, HeadError, check_per_vector,
                                         find_head, head_model)
 from slidewin.runtime.model_meta import FEATURE_MAP, PROBABILITY_MAP, Key, ModelMeta, write_metadata
@@ -414,24 +414,6 @@ def external_files(model) -> list[str]:
     return sorted(locations)
 
 
-@lru_cache(maxsize=32)
-def _file_sha(path: str, identity: tuple[int, ...]) -> str:
-    from slidewin.io.filememo import file_sha256
-
-    return file_sha256(path)
-
-
-def file_sha(path: Path) -> str:
-    """``sha256:<hex>`` of a file, hashed once per version of the file: remembered in the cache
-    folder across processes (`slidewin.io.filememo`), and in this process."""
-    from slidewin.io.filememo import identity
-
-    ident = identity(path)
-    if ident is None:
-        raise FileNotFoundError(f"not a file: {path}")
-    return _file_sha(str(path), tuple(ident))
-
-
 def source_digest(path: Path, files: list[str]) -> str:
     """``sha256:<hex>`` of everything a model reads: its .onnx file and its external data ``files``.
 
@@ -440,9 +422,9 @@ def source_digest(path: Path, files: list[str]) -> str:
     """
     import hashlib
 
-    h = hashlib.sha256(file_sha(path).encode())
+    h = hashlib.sha256(file_sha256(path).encode())
     for location in files:
-        h.update(location.encode() + file_sha(path.parent / location).encode())
+        h.update(location.encode() + file_sha256(path.parent / location).encode())
     return "sha256:" + h.hexdigest()
 
 
@@ -452,7 +434,7 @@ def dense_model_paths(path: Path) -> list[Path]:
     from slidewin.io.files import cache_dir
 
     return [path.with_name(path.stem + ".dense.onnx"),
-            cache_dir() / f"{path.stem}-{file_sha(path)[7:23]}.dense.onnx"]
+            cache_dir() / f"{path.stem}-{file_sha256(path)[7:23]}.dense.onnx"]
 
 
 def cached_digest(props: dict[str, str], path: Path) -> str | None:

@@ -11,11 +11,12 @@ graph's ``metadata_props`` hold the `Key` entries, parsed into a `ModelMeta`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+
+from slidewin.io.hashing import sha256_of  # noqa: F401  (its old place, for the exporters)
 
 FORMAT_VERSION = "1"
 
@@ -231,11 +232,3 @@ def read_props(model) -> dict[str, str]:
     """``metadata_props`` of an ``onnx.ModelProto`` as a dict."""
     return {p.key: p.value for p in model.metadata_props}
 
-
-def sha256_of(path: str | Path) -> str:
-    """``sha256:<hex>`` of a file, the weights origin recorded for a user's own weights."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()

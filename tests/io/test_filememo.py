@@ -7,8 +7,9 @@ import time
 import pytest
 
 from slidewin.io import filememo
-from slidewin.io.filememo import file_sha256, identity, recall, remember
-from slidewin.runtime.model_meta import sha256_of
+from slidewin.io import hashing
+from slidewin.io.filememo import identity, recall, remember
+from slidewin.io.hashing import file_sha256, sha256_of
 
 
 @pytest.fixture
@@ -22,13 +23,11 @@ def cache(tmp_path, monkeypatch):
 
 def _hash_counter(monkeypatch) -> list:
     calls = []
-    import slidewin.runtime.model_meta as model_meta
-
     def counted(path):
         calls.append(path)
         return sha256_of(path)
 
-    monkeypatch.setattr(model_meta, "sha256_of", counted)
+    monkeypatch.setattr(hashing, "sha256_of", counted)
     return calls
 
 

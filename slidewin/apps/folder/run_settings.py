@@ -34,7 +34,7 @@ def run_settings(model: str | Path, config=None, classes=None, convert: bool = F
         convert, max_pixels: as for `slidewin.io.images.load_image`.
         proposals: the `ProposalConfig` when proposals are scored instead of windows.
     """
-    from slidewin.io.filememo import file_sha256
+    from slidewin.io.hashing import file_sha256
     from slidewin.runtime.sessions import check_model_file
 
     settings = {
