@@ -13,6 +13,7 @@ the network works on the previous image: ``prepared = detector.prepare(image)`` 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -91,22 +92,57 @@ class Detector(Protocol):
         providers: the ONNX Runtime execution providers it runs on, in preference order.
     """
 
-    @property
-    def labels(self) -> tuple[str, ...]: ...
+    # Annotations, not properties: a class that subclasses `Detector` may set these in
+    # ``__init__`` or define them as properties.
+    labels: tuple[str, ...]
+    meta: "ModelMeta"
+    last_stats: RunStats | None
+    providers: list[str]
 
-    @property
-    def meta(self) -> "ModelMeta": ...
-
-    @property
-    def last_stats(self) -> RunStats | None: ...
-
-    @property
-    def providers(self) -> list[str]: ...
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A class that subclasses Detector takes every image `as_rgb` takes, in ``detect`` and
+        # ``prepare``, without a line of its own (protocols that extend this one are left alone).
+        if not cls.__dict__.get("_is_protocol", False):
+            for name in ("detect", "prepare"):
+                fn = cls.__dict__.get(name)
+                if callable(fn) and not getattr(fn, "_accepts_images", False):
+                    setattr(cls, name, accepts_images(fn))
 
     def prepare(self, image: np.ndarray) -> object | None:
         """What `detect` can be handed for this image, computed without the network (thread-safe)."""
-        ...
+        return None
 
     def detect(self, image: np.ndarray, prepared: object | None = None) -> Detections:
-        """Detect in a uint8 RGB (H, W, 3) image; boxes in its pixels."""
+        """Detect in an image; boxes in its pixels.
+
+        Args:
+            image: uint8 RGB (H, W, 3); in a class that subclasses `Detector`, also anything
+                `slidewin.io.images.as_rgb` takes (a path, a PIL image, a BGR array with
+                ``bgr=True``), with its ``bgr=``, ``channels=`` and ``convert=`` keywords.
+            prepared: what `prepare` returned for this image, or None.
+        """
         ...
+
+
+def accepts_images(method):
+    """Wrap a detector's ``detect`` or ``prepare`` so that its image goes through
+    `slidewin.io.images.as_rgb` first: a path, bytes, a PIL image or a stated BGR array becomes
+    the uint8 RGB array the method expects (an RGB array passes unchanged, without a copy).
+
+    Subclasses of `Detector` get this applied by themselves; a detector that only matches the
+    protocol can apply it by hand (``detect = accepts_images(detect)`` in its class body).
+
+    The wrapped method takes three more keyword arguments, ``bgr``, ``channels`` and
+    ``convert`` (see `as_rgb`).
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, image, *args, bgr: bool | None = None, channels: str | None = None,
+                convert: bool = False, **kwargs):
+        from slidewin.io.images import as_rgb  # core stays free of image I/O until an image comes
+
+        return method(self, as_rgb(image, bgr=bgr, channels=channels, convert=convert), *args, **kwargs)
+
+    wrapper._accepts_images = True
+    return wrapper

@@ -333,6 +333,99 @@ def load_image(path: str | Path, convert: bool = False, max_pixels: int = DEFAUL
     return decode_image(data, path, convert=convert, max_pixels=max_pixels, notes=notes)
 
 
+#: The channel orders `as_rgb` takes for arrays.
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+def _channel_order(bgr: bool | None, channels: str | None) -> str | None:
+    """``bgr=`` and ``channels=`` as one order ("rgb" / "bgr"), or None when neither is given."""
+    if channels is not None:
+        order = str(channels).lower()
+        if order not in CHANNEL_ORDERS:
+            raise ValueError(f"channels must be one of {', '.join(CHANNEL_ORDERS)}, got {channels!r}")
+        if bgr is not None and bgr != (order == "bgr"):
+            raise ValueError(f"bgr={bgr} contradicts channels={channels!r}")
+        return order
+    return None if bgr is None else ("bgr" if bgr else "rgb")
+
+
+def _is_pil_image(image) -> bool:
+    # Judged by the type's module, so that PIL is imported only when the caller already did.
+    return any(t.__module__.startswith("PIL.") and t.__name__ == "Image" for t in type(image).__mro__)
+
+
+def _array_to_rgb(image: np.ndarray, order: str | None, convert: bool) -> np.ndarray:
+    """A uint8 array (H, W, 3|4) or (H, W[, 1]) -> uint8 RGB (H, W, 3); the same array when it
+    already is one and no conversion is asked for."""
+    channels = 1 if image.ndim == 2 else image.shape[2] if image.ndim == 3 else 0
+    if image.dtype != np.uint8 or channels not in (1, 3, 4) or 0 in image.shape[:2]:
+        raise ImageError(f"expected a uint8 (H, W, 3) RGB array, got {image.dtype} {tuple(image.shape)}")
+    if channels != 3 and not convert:
+        kind = "grayscale" if channels == 1 else "has an alpha channel"
+        raise ImageError(f"unsupported array {tuple(image.shape)}: {kind} (slidewin expects 8-bit RGB; "
+                         "pass convert=True to convert it)")
+    if channels == 3 and order != "bgr":
+        return image  # what detectors took before: no copy, whatever its strides
+    if channels == 1:
+        return np.ascontiguousarray(np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2))
+    rgb = image[..., :3]
+    if order == "bgr":
+        rgb = rgb[..., ::-1]
+    return np.ascontiguousarray(rgb)
+
+
+def as_rgb(image, *, bgr: bool | None = None, channels: str | None = None, convert: bool = False,
+           max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """What people pass as an image, as the uint8 RGB (H, W, 3) array detectors take.
+
+    Accepts:
+
+    - a path (``str`` or ``os.PathLike``): read with `load_image`, so a file that is not an
+      image is the same one-line `ImageError` as on the command line;
+    - encoded image bytes (a file's content): `decode_image`;
+    - a PIL image: converted to RGB (PIL is not imported here unless the caller did);
+    - a NumPy uint8 array (H, W, 3): RGB unless ``bgr=True`` or ``channels="bgr"`` says
+      otherwise, as OpenCV's ``cv2.imread`` returns::
+
+          detector.detect(cv2.imread("photo.jpg"), bgr=True)
+
+      A bare 3-channel array is taken as RGB and returned as is (no copy): its order cannot be
+      seen in its values, so it must be stated.
+
+    Args:
+        image: the image.
+        bgr: the array's channels are blue, green, red (arrays only).
+        channels: ``"rgb"`` or ``"bgr"``, the same statement by name (arrays only).
+        convert: convert grayscale and alpha (and, for files, 16-bit) to RGB instead of
+            refusing them; a 4-channel array's alpha is dropped.
+        max_pixels: refuse image files larger than this (see `load_image`).
+
+    Returns:
+        uint8 (H, W, 3) RGB: the array itself when it is RGB already, otherwise a new
+        C-contiguous one.
+
+    Raises:
+        ImageError: not an image, or not one slidewin takes (one line, naming the file).
+        ValueError: ``bgr``/``channels`` given for a file or a PIL image (their order is known),
+            or contradicting each other.
+    """
+    order = _channel_order(bgr, channels)
+    if isinstance(image, np.ndarray):
+        return _array_to_rgb(image, order, convert)
+    if order is not None:
+        raise ValueError(f"bgr= and channels= describe arrays; a {type(image).__name__} has a known channel order")
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image, convert=convert, max_pixels=max_pixels)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(image), convert=convert, max_pixels=max_pixels)
+    if _is_pil_image(image):
+        if image.width * image.height > max_pixels:
+            raise ImageError(_too_large((image.width, image.height), max_pixels))
+        return np.ascontiguousarray(np.asarray(image if image.mode == "RGB" else image.convert("RGB")))
+    raise ImageError(f"cannot read an image from a {type(image).__name__}: give a path, a PIL image "
+                     "or a uint8 (H, W, 3) NumPy array")
+
+
 def probe_size(path: str | Path) -> tuple[int, int] | None:
     """(width, height) of an image file from its first bytes, without decoding; None if unknown.
 

@@ -108,8 +108,19 @@ class Classifier:
             self._binder_obj = DeviceBinding(self, "cuda") if cuda else None
         return self._binder_obj
 
-    def classify(self, image: np.ndarray, top_k: int = 5) -> list[Prediction]:
-        """Top-k labels for a whole image (resized to the input size, as Keras' load_img does)."""
+    def classify(self, image, top_k: int = 5, *, bgr: bool | None = None, channels: str | None = None,
+                 convert: bool = False) -> list[Prediction]:
+        """Top-k labels for a whole image (resized to the input size, as Keras' load_img does).
+
+        Args:
+            image: uint8 RGB (H, W, 3), or anything `slidewin.io.images.as_rgb` takes: a path,
+                a PIL image, a BGR array with ``bgr=True`` or ``channels="bgr"``.
+            top_k: how many labels, best first.
+            bgr, channels, convert: see `as_rgb`.
+        """
+        from slidewin.io.images import as_rgb
+
+        image = as_rgb(image, bgr=bgr, channels=channels, convert=convert)
         h, w = self.input_hw
         x = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)[None]
         probs = self.predict(x)[0]

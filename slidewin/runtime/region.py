@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from slidewin.core.detections import Detections
-from slidewin.core.detector import RunStats, Stage, Unit
+from slidewin.core.detector import Detector, RunStats, Stage, Unit
 from slidewin.core.geometry import letterbox_params, to_image_coords
 from slidewin.errors import ModelError, SlidewinError
 from slidewin.runtime.model_meta import REGION_OUTPUTS, Key, ModelKind, ModelMeta
@@ -91,7 +91,7 @@ def _parse_pad(meta: ModelMeta, path) -> tuple[int, int, int]:
     return rgb  # type: ignore[return-value]
 
 
-class RegionProposalDetector:
+class RegionProposalDetector(Detector):
     """Runs a slidewin region-proposal model and returns `Detections` in original-image pixels.
 
     A `slidewin.core.detector.Detector`.

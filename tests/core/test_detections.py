@@ -29,7 +29,7 @@ def test_indexing_with_mask_slice_and_indices_returns_detections():
     assert d[d.scores > 0.6].label_names == ["cat", "dog"]
     assert len(d[1:]) == 2
     assert d[np.array([2, 0])].scores.tolist() == pytest.approx([0.7, 0.9])
-    assert len(d[0]) == 1
+    assert len(d[[0]]) == 1  # an int gives one Box (tests/core/test_detections_api.py)
 
 
 @pytest.mark.parametrize(
