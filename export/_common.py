@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from slidewin.errors import MissingDependencyError, SlidewinError
-from slidewin.runtime.model_meta import INPUT_NAME, PROBABILITIES, ModelMeta
+from slidewin.core.contract import INPUT_NAME, PROBABILITIES, ModelMeta
 
 PARITY_ATOL = 1e-4
 # Parity images come from their own seed: never the batch used for tracing (seed 0).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from slidewin.runtime.model_meta import Precision
+from slidewin.core.contract import Precision
 
 from .torch_cli import add_torch_parsers
 

@@ -27,8 +27,9 @@ import numpy as np
 import onnx
 
 from slidewin.errors import MissingDependencyError, SlidewinError
-from slidewin.runtime.model_meta import (INPUT_NAME, REGION_OUTPUTS, Key, LabelSet, ModelKind, ModelMeta, Precision,
-                                         Weights, sha256_of, write_metadata)
+from slidewin.core.contract import (INPUT_NAME, REGION_OUTPUTS, Key, LabelSet, ModelKind, ModelMeta, Precision, Weights,
+                                    write_metadata)
+from slidewin.io.hashing import sha256_of
 # The letterbox colour (ImageNet's mean: what torchvision's zero padding after normalisation
 # amounts to) is the runtime's; the metadata records it so the runtime reads it from the file.
 from slidewin.runtime.region import DEFAULT_PAD_RGB as PAD_RGB

@@ -36,7 +36,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from slidewin.core.preprocessing import Preprocessing
 from slidewin.errors import ModelError
-from slidewin.runtime.model_meta import INPUT_NAME, PROBABILITIES, Key, ModelMeta, read_props, write_metadata
+from slidewin.core.contract import INPUT_NAME, PROBABILITIES, Key, ModelMeta, read_props, write_metadata
 
 OUTPUT_NAME = PROBABILITIES
 BATCH_DIM = "batch"

@@ -20,7 +20,8 @@ import numpy as np
 
 from slidewin.core.preprocessing import PRESETS, Preprocessing
 from slidewin.errors import SlidewinError
-from slidewin.runtime.model_meta import ModelKind, ModelMeta, Precision, sha256_of
+from slidewin.core.contract import ModelKind, ModelMeta, Precision
+from slidewin.io.hashing import sha256_of
 
 from ._common import (
     ExportReport,

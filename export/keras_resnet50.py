@@ -11,7 +11,8 @@ from pathlib import Path
 
 from slidewin.core.preprocessing import PRESETS
 from slidewin.errors import SlidewinError
-from slidewin.runtime.model_meta import Key, LabelSet, Weights, sha256_of
+from slidewin.core.contract import Key, LabelSet, Weights
+from slidewin.io.hashing import sha256_of
 
 from ._common import ExportReport, check_out_writable, import_tensorflow, progress
 from .keras_any import _walk_layers, export_keras_model

@@ -6,7 +6,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from slidewin.runtime.model_meta import LabelSet
+from slidewin.core.contract import LabelSet
 
 IMAGENET1K_FILE = "imagenet1k_labels.json"
 IMAGENET1K = LabelSet.IMAGENET_1K.value

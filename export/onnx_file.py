@@ -17,7 +17,8 @@ import onnx
 
 from slidewin.core.preprocessing import Preprocessing
 from slidewin.errors import ModelError, SlidewinError
-from slidewin.runtime.model_meta import Key, ModelKind, ModelMeta, Precision, read_props, sha256_of
+from slidewin.core.contract import Key, ModelKind, ModelMeta, Precision, read_props
+from slidewin.io.hashing import sha256_of
 
 from ._common import (
     ExportReport,

@@ -33,7 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from slidewin.errors import SlidewinError
 from slidewin.io.images import IMAGE_SUFFIXES
-from slidewin.runtime.model_meta import Key, ModelKind, ModelMeta, Precision, write_metadata
+from slidewin.core.contract import Key, ModelKind, ModelMeta, Precision, write_metadata
 
 from ._common import ExportReport, parity_images, progress, save_verified
 from .graph import INPUT_NAME, OUTPUT_NAME

@@ -37,14 +37,8 @@ import onnx
 
 from slidewin.core.preprocessing import PRESETS, Preprocessing
 from slidewin.errors import MissingDependencyError, ModelError, SlidewinError
-from slidewin.runtime.model_meta import (
-    LabelSet,
-    ModelKind,
-    ModelMeta,
-    Precision,
-    Weights,
-    sha256_of,
-)
+from slidewin.core.contract import LabelSet, ModelKind, ModelMeta, Precision, Weights
+from slidewin.io.hashing import sha256_of
 
 from ._common import (
     TRACE_SEED,

@@ -8,9 +8,9 @@
 
 The package follows the data flow:
 
-- ``slidewin.core``: results and pure math: `Detections`, the `Detector` interface, box
+- ``slidewin.core``: results, pure math and the model contract: `Detections`, the `Detector` interface, box
   geometry, NMS and soft-NMS, merging, target classes;
-- ``slidewin.runtime``: ONNX Runtime: the model contract, sessions, the classifier, its dense
+- ``slidewin.runtime``: ONNX Runtime: sessions, the classifier, its dense
   rewrite, region-proposal models;
 - ``slidewin.pipeline``: detectors built from those: the sliding-window detector, its config,
   the factory that opens any model as a detector;
@@ -52,8 +52,8 @@ _EXPORTS = {
     "ProposalDetector": "slidewin.proposals.detector",
     "Classifier": "slidewin.runtime.classifier",
     "Prediction": "slidewin.runtime.classifier",
-    "ModelKind": "slidewin.runtime.model_meta",
-    "ModelMeta": "slidewin.runtime.model_meta",
+    "ModelKind": "slidewin.core.contract",
+    "ModelMeta": "slidewin.core.contract",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COCO_MINI = ROOT / "tests" / "data" / "coco-mini"
 _EXPORTER_SOURCES = (
     "export/_common.py", "export/graph.py", "export/labels.py", "export/keras_resnet50.py",
-    "export/efficientnet_lite0.py", "slidewin/runtime/model_meta.py", "slidewin/core/preprocessing.py",
+    "export/efficientnet_lite0.py", "slidewin/core/contract.py", "slidewin/core/preprocessing.py",
     "slidewin/data/imagenet1k_labels.json",
 )
 _FRAMEWORKS = ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "torch", "onnx", "efficientnet-lite-pytorch")
@@ -175,7 +175,7 @@ def one_line_error() -> Callable[..., str]:
 
 def _tiny_model(path: Path, input_shape, elem=TensorProto.UINT8, meta: bool = True, kind=None) -> Path:
     """A real (tiny) ONNX model: mean colour -> 4-way softmax, with or without slidewin metadata."""
-    from slidewin.runtime.model_meta import ModelKind, ModelMeta, write_metadata
+    from slidewin.core.contract import ModelKind, ModelMeta, write_metadata
 
     x = helper.make_tensor_value_info("image", elem, input_shape)
     y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 4])
@@ -252,7 +252,7 @@ def tiny_conv_model(path: Path, size: int = 64, seed: int = 0) -> Path:
                               initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    from slidewin.runtime.model_meta import ModelKind, ModelMeta, write_metadata
+    from slidewin.core.contract import ModelKind, ModelMeta, write_metadata
 
     write_metadata(model, ModelMeta(kind=ModelKind.CLASSIFIER, input_hw=(size, size), labels=("a", "b", "c", "d"),
                                     label_set="custom", weights="random", architecture="tinyconv",

@@ -19,7 +19,7 @@ from slidewin.core.detections import Detections
 from slidewin.core.detector import Detector, RunStats, Stage
 from slidewin.errors import SlidewinError
 from slidewin.io.drawing import draw_detections
-from slidewin.runtime.model_meta import ModelKind, ModelMeta
+from slidewin.core.contract import ModelKind, ModelMeta
 
 # Stages of each detector, folded into the comparison's common columns.
 PREP_STAGES = (Stage.PROPOSALS, Stage.PYRAMID, Stage.LETTERBOX)

@@ -19,7 +19,7 @@ import numpy as np
 from slidewin.errors import MissingDependencyError, SlidewinError, UntrainedModelError
 from slidewin.io.files import read_small_json
 from slidewin.pipeline.config import DEFAULT_STEP, DetectorConfig, Mode, Scoring
-from slidewin.runtime.model_meta import ModelKind
+from slidewin.core.contract import ModelKind
 
 #: instances.json is parsed whole, and Python's objects cost ~25 bytes per byte of JSON: COCO's
 #: val2017 (5000 images, 25 MB) needs ~0.6 GB. 64 MiB leaves room for 2.5 times that and bounds
@@ -252,7 +252,7 @@ def evaluate(data_dir: str | Path, model_path: str | Path, mode: Mode | str = Mo
     """
     from slidewin.core.targets import COCO_GROUPS, load_group_notes
     from slidewin.pipeline.sliding import SlidingWindowDetector
-    from slidewin.runtime.model_meta import LabelSet
+    from slidewin.core.contract import LabelSet
 
     _import_coco_eval()  # before any work: a missing extra is found in a second, not after the run
     if out_dir is not None:  # an unwritable report folder is said now, not after the evaluation
@@ -324,7 +324,7 @@ def open_for_evaluation(model_path: str | Path, mode: Mode, recipe: Recipe, conf
     """
     from slidewin.core.targets import COCO_GROUPS
     from slidewin.pipeline.factory import build_detector
-    from slidewin.runtime.model_meta import LabelSet
+    from slidewin.core.contract import LabelSet
     from slidewin.runtime.sessions import CPU, open_session, read_meta
 
     meta = read_meta(open_session(model_path, CPU), model_path)

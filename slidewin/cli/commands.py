@@ -61,7 +61,7 @@ def cmd_classify(args) -> int:
 def model_header(meta) -> str:
     """``efficientnet-lite0, weights imagenet, preprocessing torch (RGB x/255 ...)``: what a model is
     and how it sees pixels, said once at the top of a command's output."""
-    from slidewin.runtime.model_meta import ModelKind
+    from slidewin.core.contract import ModelKind
 
     text = f"{meta.architecture}, weights {meta.weights}"
     if meta.kind is ModelKind.CLASSIFIER:
@@ -72,7 +72,7 @@ def model_header(meta) -> str:
 
 def cmd_labels(args) -> int:
     from slidewin.core.targets import COCO_GROUPS, load_group_notes, load_groups
-    from slidewin.runtime.model_meta import LabelSet
+    from slidewin.core.contract import LabelSet
     from slidewin.runtime.sessions import model_info
 
     info, _ = model_info(args.model)

@@ -23,7 +23,7 @@ import numpy as np
 from slidewin.core.detections import Detections
 
 if TYPE_CHECKING:
-    from slidewin.runtime.model_meta import ModelMeta
+    from slidewin.core.contract import ModelMeta
 
 
 class Stage(StrEnum):

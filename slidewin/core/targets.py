@@ -16,7 +16,7 @@ from importlib import resources
 import numpy as np
 
 from slidewin.errors import SlidewinError
-from slidewin.runtime.model_meta import LabelSet
+from slidewin.core.contract import LabelSet
 
 #: The packaged group file that maps COCO categories to ImageNet-1k classes; also the
 #: ``--classes`` item that means "one target per COCO category".

@@ -11,7 +11,7 @@ from slidewin.pipeline.config import DetectorConfig
 from slidewin.pipeline.sliding import SlidingWindowDetector
 from slidewin.proposals.generators import ProposalMethod
 from slidewin.runtime.classifier import Classifier
-from slidewin.runtime.model_meta import ModelKind
+from slidewin.core.contract import ModelKind
 from slidewin.runtime.sessions import Device, SessionSettings, model_info
 
 #: What --classes names "every label" with, for a region-proposal model.

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from slidewin.errors import ModelError
-from slidewin.runtime.model_meta import Key, ModelKind, ModelMeta
+from slidewin.core.contract import Key, ModelKind, ModelMeta
 from slidewin.runtime.sessions import (Device, ModelInfo, SessionSettings, check_finite, check_image_input,
                                        model_info, open_session, read_meta)
 

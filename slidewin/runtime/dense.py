@@ -24,7 +24,7 @@ import numpy as np
 from slidewin.errors import ModelError
 from slidewin.io.filememo import identity, recall, remember
 from slidewin.runtime.dense_graph import UnsupportedGraph, build_dense_model, cached_digest, dense_model_paths
-from slidewin.runtime.model_meta import FEATURE_MAP, PROBABILITY_MAP, Key
+from slidewin.core.contract import FEATURE_MAP, PROBABILITY_MAP, Key
 from slidewin.runtime.sessions import check_finite, open_session
 
 #: Levels of more than DEFAULT_MAX_TILE ** 2 pixels are run in tiles of at most that many. Tiles

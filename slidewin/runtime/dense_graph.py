@@ -56,7 +56,7 @@ from slidewin.errors import ModelError
 from slidewin.io.hashing import file_sha256
 from slidewin.runtime.dense_head import (VECTOR_PROBABILITIES, VECTORS, Head, HeadError, check_per_vector,
                                         find_head, head_model)
-from slidewin.runtime.model_meta import FEATURE_MAP, PROBABILITY_MAP, Key, ModelMeta, write_metadata
+from slidewin.core.contract import FEATURE_MAP, PROBABILITY_MAP, Key, ModelMeta, write_metadata
 
 #: What a cached dense model must say in ``dense_format``; older caches are rebuilt.
 #: 2: the feature map is a second output (pooled proposal scoring).

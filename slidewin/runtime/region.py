@@ -21,7 +21,7 @@ from slidewin.core.detections import Detections
 from slidewin.core.detector import Detector, RunStats, Stage, Unit
 from slidewin.core.geometry import letterbox_params, to_image_coords
 from slidewin.errors import ModelError, SlidewinError
-from slidewin.runtime.model_meta import REGION_OUTPUTS, Key, ModelKind, ModelMeta
+from slidewin.core.contract import REGION_OUTPUTS, Key, ModelKind, ModelMeta
 from slidewin.runtime.sessions import Device, SessionSettings, check_finite, check_image_input, open_session, read_meta
 
 # torchvision pads its batches with zeros *after* normalisation, i.e. with the ImageNet mean

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from slidewin.errors import ModelError
-from slidewin.runtime.model_meta import ModelMeta
+from slidewin.core.contract import ModelMeta
 
 os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
 import onnxruntime as ort  # noqa: E402

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 from slidewin.cli import main
 from slidewin.core.boxes import box_iou
-from slidewin.runtime.model_meta import ModelKind, ModelMeta, write_metadata
+from slidewin.core.contract import ModelKind, ModelMeta, write_metadata
 from slidewin_export.demo_scene import paste, synthetic_background
 
 CAT_IDS = range(281, 286)

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 from slidewin.errors import ModelError
-from slidewin.runtime.model_meta import (PROBABILITIES, PROBABILITY_MAP, Key, LabelSet, ModelKind, ModelMeta,
-                                         Precision, Weights)
+from slidewin.core.contract import (PROBABILITIES, PROBABILITY_MAP, Key, LabelSet, ModelKind, ModelMeta, Precision,
+                                    Weights)
 
 ROOT = Path(__file__).resolve().parents[2]
-CONTRACT = ROOT / "slidewin" / "runtime" / "model_meta.py"
+CONTRACT = ROOT / "slidewin" / "core" / "contract.py"
 
 
 def _distinctive() -> set[str]:
@@ -50,3 +50,10 @@ def test_missing_keys_are_named(drop, needle):
     del props[drop.value]
     with pytest.raises(ModelError, match=needle):
         ModelMeta.from_props(props)
+
+
+def test_the_old_location_still_imports_for_users_code():
+    from slidewin.core import contract
+    from slidewin.runtime import model_meta
+
+    assert all(getattr(model_meta, name) is getattr(contract, name) for name in contract.__all__)

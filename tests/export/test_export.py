@@ -20,7 +20,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from slidewin.errors import MissingDependencyError, ModelError, SlidewinError
-from slidewin.runtime.model_meta import ModelKind, ModelMeta, sha256_of
+from slidewin.core.contract import ModelKind, ModelMeta
+from slidewin.io.hashing import sha256_of
 from slidewin_export.cli import add_export_parser
 from slidewin.core.preprocessing import PRESETS
 from slidewin_export.graph import NCHW, NHWC, preprocess_for_raw, to_slidewin_classifier

@@ -17,7 +17,8 @@ import onnxruntime as ort
 import pytest
 
 from slidewin.core.preprocessing import PRESETS
-from slidewin.runtime.model_meta import ModelMeta, sha256_of
+from slidewin.core.contract import ModelMeta
+from slidewin.io.hashing import sha256_of
 
 for _mod in ("tensorflow", "keras", "tf2onnx"):
     pytest.importorskip(_mod)

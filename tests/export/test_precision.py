@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from slidewin.runtime.classifier import Classifier
 from slidewin.errors import SlidewinError
-from slidewin.runtime.model_meta import ModelKind, ModelMeta, Precision, Weights
+from slidewin.core.contract import ModelKind, ModelMeta, Precision, Weights
 from slidewin_export import quantize
 from slidewin.core.preprocessing import PRESETS
 from slidewin_export.graph import to_slidewin_classifier

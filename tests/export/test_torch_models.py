@@ -18,7 +18,8 @@ import onnx
 import pytest
 
 from slidewin.core.preprocessing import PRESETS
-from slidewin.runtime.model_meta import LabelSet, ModelMeta, Weights, sha256_of
+from slidewin.core.contract import LabelSet, ModelMeta, Weights
+from slidewin.io.hashing import sha256_of
 
 torch = pytest.importorskip("torch")
 

@@ -19,7 +19,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from slidewin.core.preprocessing import PRESETS
-from slidewin.runtime.model_meta import ModelMeta, sha256_of
+from slidewin.core.contract import ModelMeta
+from slidewin.io.hashing import sha256_of
 from slidewin_export.graph import NCHW, NHWC, inspect_raw, preprocess_for_raw
 
 torch = pytest.importorskip("torch")

@@ -14,7 +14,7 @@ from slidewin.errors import ModelError
 from slidewin.runtime.classifier import Classifier
 from slidewin.runtime.dense import DenseClassifier, plan_tiles, tile_spans
 from slidewin.runtime.dense_graph import context_margin, make_dense
-from slidewin.runtime.model_meta import Key, read_props
+from slidewin.core.contract import Key, read_props
 
 
 def test_rewrite_is_exact_at_the_trained_size(classifier):
@@ -100,7 +100,7 @@ def test_a_damaged_cache_file_is_rebuilt(tiny_conv):
 def test_rewrite_refuses_a_graph_without_a_pooled_dense_head(tmp_path):
     from onnx import TensorProto, helper
 
-    from slidewin.runtime.model_meta import ModelKind, ModelMeta
+    from slidewin.core.contract import ModelKind, ModelMeta
 
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 4])
     y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 4])

@@ -119,7 +119,7 @@ def _export(name: str, path: Path) -> None:
     import onnx
 
     from slidewin.core.preprocessing import preset
-    from slidewin.runtime.model_meta import ModelKind, ModelMeta
+    from slidewin.core.contract import ModelKind, ModelMeta
     from slidewin_export.graph import to_slidewin_classifier
 
     build, size, _ = ARCHS[name]

@@ -26,7 +26,7 @@ from slidewin.pipeline.config import DetectorConfig
 from slidewin.errors import ModelError, SlidewinError
 from slidewin.core.geometry import letterbox_params
 from slidewin.pipeline.factory import build_detector, region_classes
-from slidewin.runtime.model_meta import ModelKind, ModelMeta, write_metadata
+from slidewin.core.contract import ModelKind, ModelMeta, write_metadata
 from slidewin.runtime.region import DEFAULT_PAD_RGB, RegionProposalDetector, canvas_to_image, letterbox_image
 from slidewin_export.cli import add_export_parser
 from slidewin_export.frcnn import check_detection_parity, match_detections
