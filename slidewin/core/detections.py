@@ -155,6 +155,13 @@ class Detections:
                             self.xyxy[:, 0], -self.scores))
         return self[order]
 
+    def merged(self, config, min_score: float | None = None) -> "Detections":
+        """One box per object: these candidates merged as a `slidewin.core.merge.MergeConfig`
+        says (``min_score``: the floor of ``soft-nms``, see `slidewin.core.merge.soft_merge`)."""
+        from slidewin.core.merge import merge_with  # merge builds on Detections
+
+        return merge_with(self, config, min_score)
+
     def to_records(self) -> list[dict]:
         """JSON-ready list of ``{"xyxy", "score", "class_id", "label"}``."""
         names = self.label_names

@@ -21,6 +21,8 @@ boxes >= 0.5 and must not show duplicates decayed to 0.1).
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
@@ -42,6 +44,32 @@ class Merge(str, Enum):
 SOFT_SIGMA = 0.5
 #: Soft-NMS never keeps a box decayed below this, whatever the candidates (Bodla et al.'s 0.001).
 SOFT_FLOOR = 0.001
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """The merge part of a classifier detector: how overlapping candidates become one box.
+
+    Attributes:
+        kind: the strategy (see the module docstring).
+        iou: the NMS IoU threshold (``nms``, ``vote``, ``nested``; not ``soft-nms``).
+        class_agnostic: boxes of any class suppress each other (False: class-aware).
+        ios: intersection-over-smaller threshold of the ``nested`` merges.
+        soft_sigma: the Gaussian's width of ``soft-nms``.
+    """
+
+    kind: Merge = Merge.NMS
+    iou: float = 0.5
+    class_agnostic: bool = False
+    ios: float = 0.6
+    soft_sigma: float = SOFT_SIGMA
+
+    def __post_init__(self):
+        object.__setattr__(self, "kind", Merge(self.kind))
+        if not all(math.isfinite(v) for v in (self.iou, self.ios, self.soft_sigma)):
+            raise ValueError("iou, ios and soft_sigma must be finite numbers")
+        if not 0 < self.iou <= 1:
+            raise ValueError(f"iou must lie in (0, 1], got {self.iou}")
 
 
 def suppress_nested(dets: Detections, ios: float) -> np.ndarray:
@@ -86,29 +114,58 @@ def soft_merge(candidates: Detections, sigma: float = SOFT_SIGMA, min_score: flo
     Returns:
         The kept boxes by descending decayed score, ``scores`` decayed (float32).
     """
+    return _soft(candidates, sigma, min_score)[0]
+
+
+def _soft(candidates: Detections, sigma: float, min_score: float | None) -> tuple[Detections, np.ndarray]:
+    """`soft_merge` and the kept candidates' indices."""
     if len(candidates) == 0:
-        return candidates
+        return candidates, np.zeros(0, np.int64)
     from slidewin.core.soft_nms import soft_nms  # numba: loaded only when asked for
 
     floor = max(SOFT_FLOOR, float(candidates.scores.min())) if min_score is None else min_score
     idx, scores = soft_nms(candidates.xyxy, candidates.scores, candidates.class_ids, sigma=sigma,
                            score_threshold=floor)
     kept = candidates[idx]
-    return Detections(kept.xyxy, scores.astype(np.float32), kept.class_ids, kept.labels)
+    return Detections(kept.xyxy, scores.astype(np.float32), kept.class_ids, kept.labels), np.asarray(idx, np.int64)
 
 
 def merge_detections(candidates: Detections, merge: Merge, iou: float, ios: float = 0.6, *,
-                     sigma: float = SOFT_SIGMA, min_score: float | None = None) -> Detections:
+                     sigma: float = SOFT_SIGMA, min_score: float | None = None,
+                     class_agnostic: bool = False) -> Detections:
     """One box per object from window candidates (see the module docstring for the strategies).
 
-    ``sigma`` and ``min_score`` apply to ``soft-nms`` only (see `soft_merge`).
+    ``sigma`` and ``min_score`` apply to ``soft-nms`` only (see `soft_merge`). With
+    ``class_agnostic`` boxes of any class suppress (and vote for) each other; the kept boxes keep
+    their own classes.
     """
     merge = Merge(merge)
+    if class_agnostic and len(candidates):
+        # merge as one class, then give each kept box its class back: the merges return
+        # subsets of the candidates (vote moves boxes, not classes), so the order tells which
+        one = Detections(candidates.xyxy, candidates.scores, np.zeros(len(candidates), np.int64), ("any",))
+        kept = _merge(one, merge, iou, ios, sigma, min_score, keep_index=True)
+        return Detections(kept[0].xyxy, kept[0].scores, candidates.class_ids[kept[1]], candidates.labels)
+    return _merge(candidates, merge, iou, ios, sigma, min_score)
+
+
+def merge_with(candidates: Detections, config: MergeConfig, min_score: float | None = None) -> Detections:
+    """`merge_detections` with the settings of a `MergeConfig` (``min_score``: soft-NMS's floor)."""
+    return merge_detections(candidates, config.kind, config.iou, config.ios, sigma=config.soft_sigma,
+                            min_score=min_score, class_agnostic=config.class_agnostic)
+
+
+def _merge(candidates: Detections, merge: Merge, iou: float, ios: float, sigma: float, min_score: float | None,
+           keep_index: bool = False):
+    """The merge; with ``keep_index`` also the kept candidates' indices (int64)."""
     if merge is Merge.SOFT:
-        return soft_merge(candidates, sigma, min_score)
-    kept = candidates[batched_nms(candidates.xyxy, candidates.scores, candidates.class_ids, iou)]
+        out, idx = _soft(candidates, sigma, min_score)
+        return (out, idx) if keep_index else out
+    idx = batched_nms(candidates.xyxy, candidates.scores, candidates.class_ids, iou)
     if merge in (Merge.NESTED, Merge.NESTED_VOTE):
-        kept = kept[suppress_nested(kept, ios)]
+        idx = idx[suppress_nested(candidates[idx], ios)]
+    kept = candidates[idx]
     if merge in (Merge.VOTE, Merge.NESTED_VOTE):
         kept = vote_boxes(kept, candidates, iou)
-    return kept
+    return (kept, idx) if keep_index else kept
+

@@ -1,4 +1,8 @@
-"""Opening a model file as a detector: the runtime dispatches on the model's own metadata."""
+"""Opening a model file as a detector: the composition root.
+
+The model's own metadata decides: a classifier becomes a `ClassifierDetector` from parts
+(regions x scorer x merge, `classifier_detector`), a region-proposal model a `FasterRCNNDetector`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from slidewin.core.detector import Detector
 from slidewin.core.targets import Targets, class_items
 from slidewin.errors import ModelError
 from slidewin.pipeline.config import DetectorConfig
+from slidewin.pipeline.detector import ClassifierDetector
+from slidewin.pipeline.proposal import ProposalDetector
 from slidewin.pipeline.sliding import SlidingWindowDetector
 from slidewin.proposals.generators import ProposalMethod
 from slidewin.runtime.classifier import Classifier
@@ -32,11 +38,10 @@ def build_detector(path: str | Path, config: DetectorConfig | None = None, class
                    proposals=None) -> Detector:
     """A detector for any slidewin model, chosen by the model's metadata ``kind``.
 
-    A classifier becomes a `SlidingWindowDetector` looking for ``classes`` (see `Targets.parse`),
-    or, given ``proposals`` (a `ProposalConfig` whose method is not ``windows``), a
-    `ProposalDetector` scoring those proposals. A region-proposal model becomes a
-    `RegionProposalDetector` keeping ``classes`` (label names, see `region_classes`) scoring at
-    least ``config.min_score``; the sliding-window settings of ``config`` do not apply to it.
+    A classifier becomes a `ClassifierDetector` looking for ``classes`` (see `Targets.parse`),
+    made by `classifier_detector`. A region-proposal model becomes a `FasterRCNNDetector`
+    keeping ``classes`` (label names, see `region_classes`) scoring at least ``config.min_score``;
+    the sliding-window settings of ``config`` do not apply to it.
     """
     settings = SessionSettings(device=device, threads=threads)
     info, session = model_info(path, settings)  # no session when the file is known (see `model_info`)
@@ -44,16 +49,24 @@ def build_detector(path: str | Path, config: DetectorConfig | None = None, class
     if meta.kind is ModelKind.CLASSIFIER:
         clf = Classifier(path, device, threads, session=session, info=info)
         targets = Targets.parse(classes, clf.labels, clf.meta.label_set)
-        if proposals is not None and proposals.method is not ProposalMethod.WINDOWS:
-            from slidewin.proposals.detector import ProposalDetector
-
-            return ProposalDetector(clf, targets, proposals, window_config=config)
-        return SlidingWindowDetector(clf, targets, config)
+        return classifier_detector(clf, targets, config, proposals)
     if meta.kind is ModelKind.REGION_PROPOSAL:
-        from slidewin.runtime.region import RegionProposalDetector
+        from slidewin.runtime.region import FasterRCNNDetector
 
         min_score = (config or DetectorConfig()).min_score
-        return RegionProposalDetector(path, min_score=min_score, classes=region_classes(classes),
-                                      device=device, threads=threads, session=session)
+        return FasterRCNNDetector(path, min_score=min_score, classes=region_classes(classes),
+                                  device=device, threads=threads, session=session)
     raise ModelError(f"{meta.kind.value} models are not supported yet", path)
 
+
+
+def classifier_detector(classifier: Classifier, targets: Targets | None = None, config: DetectorConfig | None = None,
+                        proposals=None) -> ClassifierDetector:
+    """The `ClassifierDetector` of the settings: ``proposals`` (a `ProposalConfig` whose method is
+    not ``windows``) gives selective-search regions and a box scorer (`ProposalDetector`), with
+    that config's thresholds and merge; otherwise ``config`` gives the window grid and a patch or
+    dense scorer (`SlidingWindowDetector`). The other config plays no part: the CLI refuses its
+    flags (`slidewin.cli.options.check_parts`)."""
+    if proposals is not None and proposals.method is not ProposalMethod.WINDOWS:
+        return ProposalDetector(classifier, targets, proposals, window_config=config)
+    return SlidingWindowDetector(classifier, targets, config)

@@ -1,28 +1,17 @@
-"""`ProposalDetector` (R-CNN without training): proposals -> classifier -> target scores -> NMS.
+"""`ProposalConfig`: the settings of a classifier scoring region proposals (R-CNN without training).
 
-Data flow: a generator (`generators`) proposes boxes that fit objects; they are cleaned (clipped,
-minimum side, duplicates, at most ``max_proposals``), scored with the classifier (`scoring`:
-crops, or pooled from the shared dense feature maps), turned into target scores with the same
-label groups as the sliding-window detector, kept above ``min_score`` and merged with
-class-aware NMS. The boxes are the proposals themselves: they fit objects, windows do not.
-
-Proposals need no network, so `prepare` computes them (in a worker thread, while the network
-scores the previous image, in folder runs and evaluation) and `detect` takes them.
+The detector itself, `ProposalDetector`, is a `slidewin.pipeline.detector.ClassifierDetector`
+built from these settings (`slidewin.pipeline.proposal`); ``slidewin.proposals.detector.ProposalDetector``
+still names it.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-import numpy as np
-
-from slidewin.core.detections import Detections
-from slidewin.core.detector import RunStats, Stage, Unit
-from slidewin.core.merge import Merge, merge_detections
-from slidewin.core.targets import Targets
-from slidewin.proposals.generators import ProposalMethod, SelectiveSearch, WindowGrid, clean_proposals
-from slidewin.proposals.scoring import CropScorer, PooledScorer, ProposalScoring, contrast_scores
+from slidewin.core.merge import Merge
+from slidewin.proposals.generators import ProposalMethod
+from slidewin.proposals.scoring import ProposalScoring
 
 
 @dataclass(frozen=True)
@@ -82,79 +71,11 @@ class ProposalConfig:
         return self.scoring is ProposalScoring.POOLED and self.ring > 0 and self.contrast > 0
 
 
-class ProposalDetector:
-    """A classifier scoring region proposals: a `slidewin.core.detector.Detector`.
+def __getattr__(name: str):
+    # The old import path of `ProposalDetector`, now a `ClassifierDetector` built in the pipeline
+    # (which sits above this package): imported on first use only.
+    if name == "ProposalDetector":
+        from slidewin.pipeline.proposal import ProposalDetector
 
-    Args:
-        classifier: the `Classifier`.
-        targets: which classes to look for (default: every label of the classifier).
-        config: proposals, scoring and thresholds.
-        window_config: the sliding-window settings, for ``method=windows`` (default: `DetectorConfig()`).
-    """
-
-    def __init__(self, classifier, targets: Targets | None = None, config: ProposalConfig | None = None,
-                 window_config=None):
-        self.classifier = classifier
-        self.targets = targets or Targets.all_labels(classifier.labels)
-        self.config = config or ProposalConfig()
-        c = self.config
-        if c.method is ProposalMethod.WINDOWS:
-            from slidewin.pipeline.config import DetectorConfig
-
-            self.generator = WindowGrid(window_config or DetectorConfig(), classifier.input_hw)
-        else:
-            self.generator = SelectiveSearch(c.method)
-        if c.scoring is ProposalScoring.POOLED:
-            from slidewin.runtime.dense import DenseClassifier
-
-            self.scorer = PooledScorer(DenseClassifier(classifier), c.context, c.max_scale, c.level_factor,
-                                       c.fit, c.ring if c.uses_ring else 0.0)
-        else:
-            self.scorer = CropScorer(classifier, c.context, c.batch_size)
-        self.last_stats: RunStats | None = None
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.targets.names
-
-    @property
-    def meta(self):
-        """The classifier's `ModelMeta`."""
-        return self.classifier.meta
-
-    @property
-    def providers(self) -> list[str]:
-        return self.classifier.providers
-
-    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """The image's proposals, cleaned, and the seconds they took (thread-safe)."""
-        t0 = time.perf_counter()
-        boxes = clean_proposals(self.generator(image), image.shape[:2], self.config.min_size,
-                                self.config.max_proposals)
-        return boxes, time.perf_counter() - t0
-
-    def detect(self, image: np.ndarray, prepared: tuple[np.ndarray, float] | None = None) -> Detections:
-        """Detect in a uint8 RGB (H, W, 3) image; boxes in its pixels. Stats in `last_stats`."""
-        c = self.config
-        boxes, seconds = prepared if prepared is not None else self.prepare(image)
-        stats = RunStats.for_stages(Stage.PROPOSALS, Stage.PYRAMID, Stage.INFERENCE, Stage.SCORING, Stage.NMS,
-                                    unit=Unit.PROPOSALS, levels=1)
-        stats.add(Stage.PROPOSALS, seconds)
-        stats.windows, stats.regions = len(boxes), boxes
-        if c.uses_ring:
-            probs, ring = self.scorer.probabilities_and_ring(image, boxes, stats)
-        else:
-            probs, ring = self.scorer.probabilities(image, boxes, stats), None
-        t0 = time.perf_counter()
-        scores = self.targets.score(probs)
-        if ring is not None:
-            scores = contrast_scores(scores, self.targets.score(ring), c.contrast)
-        win, cls = np.nonzero(scores >= c.min_score)
-        candidates = Detections(boxes[win], scores[win, cls], cls, self.labels)
-        stats.candidates = len(candidates)
-        t1 = time.perf_counter()
-        dets = merge_detections(candidates, c.merge, c.iou, min_score=c.min_score)
-        stats.add(Stage.SCORING, t1 - t0)
-        stats.add(Stage.NMS, time.perf_counter() - t1)
-        self.last_stats = stats
-        return dets
+        return ProposalDetector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

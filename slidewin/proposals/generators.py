@@ -9,8 +9,8 @@ best first, the same boxes every time for the same image. Two kinds:
   photo), ``selective-search-fast`` (2 colour spaces x 2 segmentations x 2 strategies: ~2,000
   boxes, ~2.5 s) and ``selective-search`` (the full method: more colour spaces and segmentations;
   several times slower).
-- **windows**: the sliding-window grid itself (`WindowGrid`), so that windows and proposals are
-  measured on the same terms (recall before the classifier, AP after).
+- **windows**: the sliding-window grid itself (`slidewin.pipeline.regions.WindowGrid`, the one
+  window planner), so that windows and proposals are measured on the same terms.
 
 `clean_proposals` does what every generator's output needs: clip to the image, drop boxes
 smaller than a minimum side, drop exact duplicates, keep the first ``max_count``.
@@ -23,6 +23,7 @@ from enum import StrEnum
 import cv2
 import numpy as np
 
+from slidewin.core.detector import Stage, Unit
 from slidewin.errors import MissingDependencyError
 
 
@@ -72,8 +73,14 @@ class SelectiveSearch:
     in a worker thread beside ONNX Runtime.
     """
 
-    def __init__(self, method: ProposalMethod | str = ProposalMethod.SELECTIVE_SEARCH_FAST):
+    unit = Unit.PROPOSALS
+    stages = (Stage.PROPOSALS,)
+    gives_plan = False  # boxes only: a plan scorer (patch, dense) cannot score them
+
+    def __init__(self, method: ProposalMethod | str = ProposalMethod.SELECTIVE_SEARCH_FAST,
+                 min_size: float = 16.0, max_proposals: int | None = 2000):
         self.method = ProposalMethod(method)
+        self.min_size, self.max_proposals = min_size, max_proposals
         if self.method not in _SS_MODES:
             raise ValueError(f"{self.method} is not a selective-search method")
         if not hasattr(cv2, "ximgproc"):  # a plain OpenCV wheel: no contrib modules
@@ -81,8 +88,13 @@ class SelectiveSearch:
                 "selective search needs OpenCV's contrib modules: pip uninstall opencv-python-headless "
                 "opencv-python && pip install opencv-contrib-python-headless")
 
+    def boxes(self, image: np.ndarray) -> np.ndarray:
+        """The regions of a classifier detector: the proposals cleaned (`clean_proposals` with
+        ``min_size`` and ``max_proposals``), float32 (K, 4) xyxy, best first."""
+        return clean_proposals(self(image), image.shape[:2], self.min_size, self.max_proposals)
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        """uint8 RGB (H, W, 3) -> float32 (K, 4) xyxy, best first."""
+        """uint8 RGB (H, W, 3) -> float32 (K, 4) xyxy, best first (as OpenCV gives them, ranked)."""
         ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
         ss.setBaseImage(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         getattr(ss, _SS_MODES[self.method])()
@@ -116,28 +128,3 @@ def rank_proposals(xyxy: np.ndarray) -> np.ndarray:
     key = u * (1.0 + np.log2(area / area.min()))
     return b[np.lexsort((b[:, 3], b[:, 2], b[:, 1], b[:, 0], key))]
 
-
-class WindowGrid:
-    """The sliding-window grid as a generator: every window `SlidingWindowDetector` would score,
-    in its plan order (window size, then pyramid level, then row-major), in image pixels.
-
-    Args:
-        config: the sliding-window settings (window sizes, step, pyramid, alignment).
-        input_hw: the classifier's input size.
-    """
-
-    method = ProposalMethod.WINDOWS
-
-    def __init__(self, config, input_hw: tuple[int, int]):
-        self.config, self.input_hw = config, input_hw
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        from slidewin.core.geometry import plan_levels, scale_windows
-        from slidewin.pipeline.windows import level_boxes
-
-        c, hw = self.config, image.shape[:2]
-        windows = scale_windows(list(c.windows_hw or (self.input_hw,)), hw, c.reference_side)
-        levels = plan_levels(hw, self.input_hw, windows, c.step, c.scale, c.max_levels, c.align)
-        if not levels:
-            return np.zeros((0, 4), np.float32)
-        return np.concatenate([level_boxes(level, self.input_hw, hw) for level in levels])

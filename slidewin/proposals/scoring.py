@@ -64,8 +64,14 @@ class CropScorer:
         batch_size: crops per inference call.
     """
 
+    needs_plan = False  # any boxes
+
     def __init__(self, classifier, context: float = 0.1, batch_size: int = 16):
         self.classifier, self.context, self.batch_size = classifier, context, batch_size
+
+    def chunks(self, image: np.ndarray, boxes: np.ndarray, stats: RunStats):
+        """The scorer interface of `slidewin.pipeline.scorers`: one chunk, ``(probs, boxes, None)``."""
+        yield self.probabilities(image, boxes, stats), boxes, None
 
     def probabilities(self, image: np.ndarray, boxes: np.ndarray, stats: RunStats) -> np.ndarray:
         in_h, in_w = self.classifier.input_hw
@@ -191,17 +197,37 @@ class PooledScorer:
             some of the surroundings it saw in training).
         ring: `probabilities_and_ring` also pools the ring between each box and the box grown by
             this fraction of its size on each side.
+        contrast: with a ring, `chunks` yields the ring's probabilities too, and a detector
+            lowers each box's target scores by ``(1 - ring score) ** contrast`` (`contrasted`);
+            0: no ring is pooled.
     """
 
+    needs_plan = False  # any boxes
+
     def __init__(self, dense, context: float = 0.0, max_scale: float = 3.0, factor: float = 1.5,
-                 fit: float = 1.0, ring: float = 0.0):
+                 fit: float = 1.0, ring: float = 0.0, contrast: float = 0.0):
         self.dense, self.context, self.max_scale, self.factor = dense, context, max_scale, factor
-        self.fit, self.ring = fit, ring
+        self.fit, self.ring, self.contrast = fit, ring, contrast
+        self.classifier = dense.classifier
         self.target = fit * float(math.sqrt(dense.classifier.input_hw[0] * dense.classifier.input_hw[1]))
 
     def levels(self, image_hw: tuple[int, int]) -> list[PooledLevel]:
         return pooled_levels(image_hw, self.dense.classifier.input_hw, self.max_scale, self.factor,
                              self.dense.max_tile ** 2 if self.dense.max_tile else 1 << 62)
+
+    @property
+    def uses_ring(self) -> bool:
+        return self.ring > 0 and self.contrast > 0
+
+    def chunks(self, image: np.ndarray, boxes: np.ndarray, stats: RunStats):
+        """The scorer interface of `slidewin.pipeline.scorers`: one chunk, ``(probs, boxes, ring
+        probs or None)``."""
+        probs, ring = self._pooled(image, boxes, stats, with_ring=self.uses_ring)
+        yield probs, boxes, ring
+
+    def contrasted(self, scores: np.ndarray, ring_scores: np.ndarray) -> np.ndarray:
+        """Target scores of the boxes lowered by those of their rings (`contrast_scores`)."""
+        return contrast_scores(scores, ring_scores, self.contrast)
 
     def probabilities(self, image: np.ndarray, boxes: np.ndarray, stats: RunStats) -> np.ndarray:
         """Class probabilities of each box: float32 (K, num_labels)."""

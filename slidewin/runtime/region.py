@@ -1,4 +1,5 @@
-"""`RegionProposalDetector`: a slidewin region-proposal ONNX model (Faster R-CNN) on ONNX Runtime.
+"""`FasterRCNNDetector` (formerly `RegionProposalDetector`): a slidewin region-proposal ONNX model
+(Faster R-CNN) on ONNX Runtime.
 
 The graph takes one fixed-size square *canvas* (uint8 RGB NHWC, batch 1) and returns
 ``boxes`` float32 (K, 4) xyxy in canvas pixels, ``scores`` float32 (K,) and ``labels`` int64 (K,)
@@ -91,7 +92,7 @@ def _parse_pad(meta: ModelMeta, path) -> tuple[int, int, int]:
     return rgb  # type: ignore[return-value]
 
 
-class RegionProposalDetector(Detector):
+class FasterRCNNDetector(Detector):
     """Runs a slidewin region-proposal model and returns `Detections` in original-image pixels.
 
     A `slidewin.core.detector.Detector`.
@@ -197,3 +198,7 @@ class RegionProposalDetector(Detector):
         stats.add(Stage.POSTPROCESS, time.perf_counter() - t2)
         self.last_stats = stats
         return dets
+
+
+#: The name this detector had before issue 21 ("proposal" named three things).
+RegionProposalDetector = FasterRCNNDetector

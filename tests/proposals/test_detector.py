@@ -49,7 +49,7 @@ def test_windows_method_scores_the_sliding_grid(tiny_conv):
     det = ProposalDetector(tiny_conv, config=ProposalConfig(method=ProposalMethod.WINDOWS, scoring="crops"),
                            window_config=DetectorConfig(windows_hw=((96, 96),)))
     det.detect(_scene())
-    assert det.last_stats.windows == len(det.generator(_scene())) > 0
+    assert det.last_stats.windows == len(det.regions.boxes(_scene())) > 0
 
 
 def test_bad_settings_are_refused():

@@ -6,9 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from slidewin.pipeline.config import DetectorConfig
-from slidewin.pipeline.sliding import SlidingWindowDetector
-from slidewin.proposals.generators import ProposalMethod, SelectiveSearch, WindowGrid, clean_proposals
+from slidewin.proposals.generators import ProposalMethod, SelectiveSearch, clean_proposals
 
 
 def _scene(hw=(180, 240)) -> np.ndarray:
@@ -44,16 +42,6 @@ def test_selective_search_boxes_are_float32_xyxy_inside_and_deterministic(method
     assert (a[:, 2] > a[:, 0]).all() and (a[:, 3] > a[:, 1]).all()
     # the red rectangle is found exactly (its region is one segment)
     assert any(np.allclose(box, [30, 20, 110, 80], atol=2) for box in a)
-
-
-def test_window_grid_is_the_sliding_detectors_plan(tiny_conv):
-    config = DetectorConfig(windows_hw=((96, 96), (64, 128)))
-    image = np.zeros((200, 300, 3), np.uint8)
-    boxes = WindowGrid(config, tiny_conv.input_hw)(image)
-    det = SlidingWindowDetector(tiny_conv, config=config)
-    det.detect(image)
-    np.testing.assert_array_equal(boxes, det.last_stats.regions)
-    assert boxes.dtype == np.float32 and (boxes[:, 2:] <= [300, 200]).all() and (boxes >= 0).all()
 
 
 @pytest.mark.parametrize("boxes, min_size, max_count, expected", [
