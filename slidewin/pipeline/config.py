@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from slidewin.core.merge import SOFT_SIGMA, Merge
-from slidewin.runtime.dense import DEFAULT_MAX_TILE
+DEFAULT_MAX_TILE = 3072  # --dense-tile: dense passes hold at most this ** 2 pixels (why 3072: slidewin.runtime.dense)
 
 
 class Mode(StrEnum):

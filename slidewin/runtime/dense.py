@@ -21,17 +21,18 @@ from dataclasses import replace
 
 import numpy as np
 
+from slidewin.core.contract import FEATURE_MAP, PROBABILITY_MAP, Key
 from slidewin.errors import ModelError
 from slidewin.io.filememo import identity, recall, remember
+# Levels of more than DEFAULT_MAX_TILE ** 2 pixels are run in tiles of at most that many (the
+# default of --dense-tile, kept with the config, which must not load ONNX Runtime for it). Tiles
+# recompute their context margins (~450 px a side for EfficientNet-Lite0), so smaller ones cost
+# time: one 4480 x 4480 level of EfficientNet-Lite0 on 2 CPU cores peaks at 4.5 GB in 8.9 s
+# untiled, 2.5 GB in 13.5 s with the default 3072 (5 strips), 1.3 GB in 29 s at 2048 (24 tiles).
+from slidewin.pipeline.config import DEFAULT_MAX_TILE
 from slidewin.runtime.dense_graph import UnsupportedGraph, build_dense_model, cached_digest, dense_model_paths
-from slidewin.core.contract import FEATURE_MAP, PROBABILITY_MAP, Key
 from slidewin.runtime.sessions import check_finite, open_session
 
-#: Levels of more than DEFAULT_MAX_TILE ** 2 pixels are run in tiles of at most that many. Tiles
-#: recompute their context margins (~450 px a side for EfficientNet-Lite0), so smaller ones cost
-#: time: one 4480 x 4480 level of EfficientNet-Lite0 on 2 CPU cores peaks at 4.5 GB in 8.9 s
-#: untiled, 2.5 GB in 13.5 s with this default (5 strips), 1.3 GB in 29 s at 2048 (24 tiles).
-DEFAULT_MAX_TILE = 3072
 #: A cached dense form is used only if, on a probe image at the trained size, its one probability
 #: cell is within this of the classifier's output: float noise is ~1e-7, another network is far off.
 PROBE_TOLERANCE = 1e-3

@@ -28,3 +28,11 @@ def test_import_slidewin_core_loads_no_onnxruntime_and_no_cv2():
                                     "preprocessing", "targets"])
 def test_each_core_module_loads_nothing_heavy(module):
     assert _loaded_after(f"import slidewin.core.{module}") == []
+
+
+def test_the_detector_config_loads_no_runtime_for_its_defaults():
+    # DEFAULT_MAX_TILE lives with the config; runtime.dense reads it from there, not the reverse
+    assert "onnxruntime" not in _loaded_after("import slidewin.pipeline.config")
+    assert "onnxruntime" in _loaded_after("from slidewin.pipeline.config import DEFAULT_MAX_TILE\n"
+                                          "from slidewin.runtime.dense import DEFAULT_MAX_TILE as D\n"
+                                          "assert D == DEFAULT_MAX_TILE")
