@@ -33,9 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_classify, _add_detect, _add_compare, _add_evaluate, _add_labels, _add_demo):
         add(sub)
-    from slidewin_export.cli import add_export_parser
+    # `export` and any other command of an optional package: named in a registry, loaded here
+    from slidewin.cli.registry import add_external_commands
 
-    add_export_parser(sub)
+    add_external_commands(sub)
     return parser
 
 
