@@ -12,13 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from slidewin.core.detections import Detections
 from slidewin.core.detector import Detector, RunStats, Stage
 from slidewin.errors import SlidewinError
-from slidewin.io.drawing import draw_detections
+from slidewin.io.drawing import draw_detections, title_bar
 from slidewin.core.contract import ModelKind, ModelMeta
 
 # Stages of each detector, folded into the comparison's common columns.
@@ -143,12 +142,12 @@ def compare_payload(image_path: str | Path, image_hw: tuple[int, int], decode_se
     }
 
 
-def _titled(panel: np.ndarray, title: str) -> np.ndarray:
-    bar_h = max(28, panel.shape[0] // 22)
-    bar = np.full((bar_h, panel.shape[1], 3), 30, np.uint8)
-    scale = bar_h / 40
-    cv2.putText(bar, title, (8, int(bar_h * 0.7)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
-    return np.vstack([bar, panel])
+def _titled(panels: list[np.ndarray], titles: list[str]) -> list[np.ndarray]:
+    """Each panel under a title bar whose text fits the panel (the font shrinks, then the text
+    wraps, `title_bar`); all bars get the tallest one's height so that the panels line up."""
+    bar_h = max(28, panels[0].shape[0] // 22)
+    tallest = max(title_bar(p.shape[1], t, bar_h).shape[0] for p, t in zip(panels, titles))
+    return [np.vstack([title_bar(p.shape[1], t, bar_h, tallest), p]) for p, t in zip(panels, titles)]
 
 
 def side_by_side(image: np.ndarray, results: list[CompareResult]) -> np.ndarray:
@@ -156,7 +155,7 @@ def side_by_side(image: np.ndarray, results: list[CompareResult]) -> np.ndarray:
 
     Untrained (random-weight) models are drawn without scores.
     """
-    panels = []
+    panels, titles = [], []
     for r in results:
         dets = r.detections
         if r.meta.is_random:
@@ -164,7 +163,9 @@ def side_by_side(image: np.ndarray, results: list[CompareResult]) -> np.ndarray:
             title = f"{r.name}: {len(dets)} boxes (untrained weights: scores refused)"
         else:
             title = f"{r.name}: {len(dets)} detections, {r.stats.total:.2f} s"
-        panels.append(_titled(draw_detections(image, dets, show_scores=not r.meta.is_random), title))
+        panels.append(draw_detections(image, dets, show_scores=not r.meta.is_random))
+        titles.append(title)
+    panels = _titled(panels, titles)
     gap = np.full((panels[0].shape[0], 12, 3), 255, np.uint8)
     out = [panels[0]]
     for p in panels[1:]:
