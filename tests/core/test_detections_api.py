@@ -210,11 +210,28 @@ def test_pil_images_of_other_modes_are_converted():
     assert as_rgb(rgba)[0, 0].tolist() == [10, 20, 30] and as_rgb(Image.new("L", (5, 4), 7)).shape == (4, 5, 3)
 
 
-def test_region_proposal_detector_takes_them_through_the_interface():
-    from slidewin.runtime.region import RegionProposalDetector
+@pytest.mark.parametrize("module, name", [("slidewin.runtime.region", "FasterRCNNDetector"),
+                                          ("slidewin.pipeline.detector", "ClassifierDetector"),
+                                          ("slidewin.pipeline.sliding", "SlidingWindowDetector"),
+                                          ("slidewin.pipeline.proposal", "ProposalDetector")])
+def test_every_detector_takes_them_through_the_interface(module, name):
+    from importlib import import_module
 
-    assert Detector in RegionProposalDetector.__mro__
-    assert getattr(RegionProposalDetector.detect, "_accepts_images", False)
+    cls = getattr(import_module(module), name)
+    assert Detector in cls.__mro__
+    assert getattr(cls.detect, "_accepts_images", False) and getattr(cls.prepare, "_accepts_images", False)
+
+
+def test_a_sliding_window_detector_detects_in_a_path_and_a_bgr_array_alike(tiny):
+    from slidewin.io.images import load_image
+    from slidewin.pipeline.config import DetectorConfig
+    from slidewin.pipeline.sliding import SlidingWindowDetector
+
+    det = SlidingWindowDetector(tiny, config=DetectorConfig(min_score=0.3))
+    expected = det.detect(load_image(PHOTO)).to_records()
+    assert expected
+    assert det.detect(PHOTO).to_records() == expected
+    assert det.detect(cv2.imread(str(PHOTO)), bgr=True).to_records() == expected
 
 
 def test_classify_takes_the_same_inputs(tiny):
