@@ -15,6 +15,7 @@ every box, so no box line crosses a label.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 
 import cv2
 import numpy as np
@@ -128,21 +129,22 @@ def layout_labels(dets: Detections, hw: tuple[int, int], style: Style | None = N
     """
     style = style or Style.for_image(hw)
     names = dets.label_names
-    placed = np.zeros((0, 4), np.int64)
-    spots = []
+    placed = np.zeros((len(dets), 4), np.int64)
+    spots: list[LabelSpot] = []
+    full = False  # once a label found no free row, weaker ones take their first spot unsearched
     for i in np.argsort(-dets.scores, kind="stable").tolist():
         text = f"{names[i]} {dets.scores[i]:.2f}" if show_scores else names[i]
         lw, lh = _label_size(text, style)
         first = None
-        for x, y in _candidates(dets.xyxy[i], (lw, lh), hw):
+        for x, y in islice(_candidates(dets.xyxy[i], (lw, lh), hw), 1 if full else None):
             rect = (x, y, x + lw, y + lh)
             first = first or rect
-            if not _overlaps(rect, placed):
+            if not _overlaps(rect, placed[:len(spots)]):
                 break
         else:
-            rect = first  # no free row left: the preferred spot, on top of another label
+            rect, full = first, True  # no free row left: the preferred spot, on top of another label
+        placed[len(spots)] = rect
         spots.append(LabelSpot(i, text, rect))
-        placed = np.vstack([placed, np.array(rect, np.int64)[None]])
     return spots
 
 

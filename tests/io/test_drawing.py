@@ -151,3 +151,15 @@ def test_side_by_side_panels_line_up_with_titles_that_fit():
     titled = _titled(panels, ["faster-rcnn-resnet50-fpn-v2: 9 detections, 2.31 s", "short"])
     assert titled[0].shape[0] == titled[1].shape[0] > 200
     assert [t.shape[1] for t in titled] == [160, 400]
+
+
+def test_more_labels_than_the_image_has_room_for_stay_inside():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 300, (2000, 2))
+    dets = Detections(np.hstack([xy, xy + rng.uniform(5, 100, (2000, 2))]).clip(0, 320), rng.uniform(0, 1, 2000),
+                      rng.integers(0, 80, 2000), tuple(f"class {i}" for i in range(80)))
+    spots = layout_labels(dets, (240, 320))
+    assert len(spots) == 2000
+    assert all(0 <= s.rect[0] and s.rect[2] <= 320 and 0 <= s.rect[1] and s.rect[3] <= 240 for s in spots)
+    # the strongest labels still got free places
+    assert_inside_and_apart(spots[:10], (240, 320))
