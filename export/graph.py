@@ -35,7 +35,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from slidewin.core.preprocessing import Preprocessing
-from slidewin.errors import ModelError
+from slidewin.errors import ModelError, first_line
 from slidewin.core.contract import INPUT_NAME, PROBABILITIES, Key, ModelMeta, read_props, write_metadata
 
 OUTPUT_NAME = PROBABILITIES
@@ -388,7 +388,7 @@ def to_slidewin_classifier(
         onnx.checker.check_model(raw, full_check=True)
         return onnx.shape_inference.infer_shapes(raw, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        first = first_line(e, limit=300)
         raise ModelError(f"the wrapped graph does not check: {first}") from None
 
 

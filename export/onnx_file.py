@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from slidewin.core.preprocessing import Preprocessing
-from slidewin.errors import ModelError, SlidewinError
+from slidewin.errors import ModelError, SlidewinError, first_line
 from slidewin.core.contract import Key, ModelKind, ModelMeta, Precision, read_props
 from slidewin.io.hashing import sha256_of
 
@@ -62,7 +62,7 @@ def load_raw(path: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
     except Exception as e:  # DecodeError, missing external data, ...
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e)
         raise ModelError(f"not a readable ONNX model ({first})", path) from None
     if not model.graph.node:
         raise ModelError("not an ONNX model (no graph nodes)", path)
@@ -94,7 +94,7 @@ def _raw_session(model: onnx.ModelProto, path: Path):
     try:
         return open_in_memory(model)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e)
         raise ModelError(f"ONNX Runtime cannot load the model ({first})", path) from None
 
 
@@ -108,7 +108,7 @@ def raw_outputs(session, sig: RawSignature, images: np.ndarray, preprocessing: P
     try:
         outs = [session.run([sig.output_name], {sig.input_name: x[i:i + step]})[0] for i in range(0, len(x), step)]
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e)
         raise ModelError(f"the model does not run on {x.shape[1:]} {sig.layout} input ({first})", path) from None
     out = np.concatenate(outs).astype(np.float32)
     if out.ndim != 2 or out.shape[0] != len(images):
@@ -206,7 +206,7 @@ def export_onnx(
         try:
             got = onnx_probabilities(path, images)
         except Exception as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            first = first_line(e)
             fixed = " (its batch size is fixed at 1: re-export it with a dynamic batch axis)" if sig.batch == 1 else ""
             raise ModelError(f"the wrapped model does not run on a batch of {len(images)}{fixed}: {first}",
                              model_path) from None

@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from slidewin.errors import SlidewinError
+from slidewin.errors import SlidewinError, first_line
 from slidewin.io.images import IMAGE_SUFFIXES
 from slidewin.core.contract import Key, ModelKind, ModelMeta, Precision, write_metadata
 
@@ -374,7 +374,7 @@ def _convert_fp16(model: onnx.ModelProto, keep_fp32: set[str]) -> onnx.ModelProt
     try:
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except Exception as e:  # e.g. an op whose float16 form the spec lacks, or a subgraph (If/Loop)
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise SlidewinError(f"fp16 conversion gave an inconsistent graph: {first}") from None
 
 

@@ -74,17 +74,29 @@ def one_line(e: BaseException, with_path: bool = True) -> str:
     so, with its type and the first line of its message.
     """
     if isinstance(e, SlidewinError):
-        text = str(e) if with_path else e.problem
-        text = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        text = _first_line(str(e) if with_path else e.problem, type(e).__name__)
     elif isinstance(e, OSError) and e.strerror:
         name = e.filename if with_path and e.filename is not None else None
         text = f"{os.fsdecode(name)}: {e.strerror}" if name is not None else e.strerror
     elif isinstance(e, MemoryError):
         text = "out of memory (try a larger --window, --max-levels or a lower --max-pixels)"
     else:
-        msg = str(e).strip()
-        text = f"internal error: {type(e).__name__}" + (f": {msg.splitlines()[0][:300]}" if msg else "")
+        msg = _first_line(str(e), "")[:300]
+        text = f"internal error: {type(e).__name__}" + (f": {msg}" if msg else "")
     return printable(text)
+
+
+def first_line(e: BaseException, limit: int | None = 200, default: str | None = None) -> str:
+    """The first line of a library's exception, to quote inside one of slidewin's own one-line
+    errors ("cannot load model (...)"): ONNX Runtime, onnx and pyarrow put pages of detail after
+    it. Its type name (or ``default``) when the message is empty; at most ``limit`` characters
+    (None: the whole line)."""
+    return _first_line(str(e), default or type(e).__name__)[:limit]
+
+
+def _first_line(text: str, empty: str) -> str:
+    text = text.strip()
+    return text.splitlines()[0] if text else empty
 
 
 def is_internal(e: BaseException) -> bool:

@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slidewin.errors import ModelError
+from slidewin.errors import ModelError, first_line
 from slidewin.io.hashing import file_sha256
 from slidewin.runtime.dense_head import (VECTOR_PROBABILITIES, VECTORS, Head, HeadError, check_per_vector,
                                         find_head, head_model)
@@ -122,7 +122,7 @@ def _probe_dims(model, name: str, meta: ModelMeta) -> list[int]:
         x = np.zeros((1, *meta.input_hw, 3), dtype)
         return list(sess.run([name], {inp.name: x})[0].shape)
     except Exception as e:  # ORT raises several types
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e)
         raise UnsupportedGraph(f"dense mode cannot tell the size of the pooled feature map ({first})") from None
 
 
@@ -468,7 +468,7 @@ def build_dense_model(path: str | Path, meta: ModelMeta) -> Path:
     try:
         source = onnx.load(str(path))
     except Exception as e:  # onnx raises several types for a file ONNX Runtime did open
-        raise UnsupportedGraph(f"dense mode cannot read the model's graph ({str(e).strip()[:200]})", path) from None
+        raise UnsupportedGraph(f"dense mode cannot read the model's graph ({first_line(e)})", path) from None
     files = external_files(onnx.load(str(path), load_external_data=False))
     try:
         model = make_dense(source, meta, source_digest(path, files))
@@ -479,7 +479,7 @@ def build_dense_model(path: str | Path, meta: ModelMeta) -> Path:
     except ModelError as e:  # name the classifier's file
         raise (NoFeatureGrid if isinstance(e, NoFeatureGrid) else UnsupportedGraph)(e.problem, path) from None
     except onnx.checker.ValidationError as e:
-        first = (str(e).strip().splitlines() or ["invalid"])[0][:200]
+        first = first_line(e, default="invalid")
         raise UnsupportedGraph(f"dense mode cannot rewrite this classifier: the rewritten graph does not check "
                                f"({first})", path) from None
     data = model.SerializeToString()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from slidewin.errors import ModelError
+from slidewin.errors import ModelError, first_line
 
 #: The dense form's tensor holding one pooled vector per window position: (positions, channels).
 VECTORS = "slidewin_dense/vectors"
@@ -380,7 +380,7 @@ def check_per_vector(head, channels: int, seed: int = 0) -> None:
         batch = sess.run([VECTOR_PROBABILITIES], {VECTORS: x})[0]
         alone = np.concatenate([sess.run([VECTOR_PROBABILITIES], {VECTORS: x[i:i + 1]})[0] for i in range(3)])
     except Exception as e:  # ORT raises several types for a graph it cannot run
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e)
         raise HeadError(f"dense mode cannot rewrite this classifier: its head does not run on a batch of pooled "
                         f"vectors ({first})") from None
     if batch.shape != alone.shape or batch.ndim != 2 or not np.allclose(batch, alone, rtol=1e-3, atol=1e-5):

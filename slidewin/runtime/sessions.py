@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slidewin.errors import ModelError
+from slidewin.errors import ModelError, first_line
 from slidewin.core.contract import ModelMeta
 
 os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
@@ -180,7 +180,7 @@ def open_session(path: str | Path, settings: SessionSettings = SessionSettings()
     try:
         return ort.InferenceSession(str(p), sess_options=session_options(settings), providers=providers)
     except Exception as e:  # ORT raises several unrelated types for a bad file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e, limit=None)
         if "protobuf" in first.lower() or "parsing" in first.lower() or "INVALID_PROTOBUF" in first:
             first = "not an ONNX model"
         raise ModelError(f"cannot load {what}: {first[:200]}", p) from None

@@ -33,7 +33,7 @@ from slidewin.apps.folder.engines import RAY_INSTALL, Engine, RayOptions, is_uri
 from slidewin.apps.folder.prefetch import decode
 from slidewin.apps.folder.records import detection_record
 from slidewin.apps.folder.run import FolderSummary, detect_one, drawn_path, open_run, record_all
-from slidewin.errors import MissingDependencyError, SlidewinError
+from slidewin.errors import MissingDependencyError, SlidewinError, first_line
 from slidewin.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from slidewin.pipeline.config import DetectorConfig
 from slidewin.runtime.sessions import Device
@@ -124,7 +124,7 @@ def remote_inputs(sources: list[str]) -> tuple[object, list[str], list[str]]:
             found = fs.get_file_info(pafs.FileSelector(path, recursive=True)) \
                 if info.type == pafs.FileType.Directory else []
         except (OSError, ValueError) as e:
-            raise SlidewinError(f"cannot list {source} ({str(e).strip().splitlines()[0]})") from None
+            raise SlidewinError(f"cannot list {source} ({first_line(e, limit=None)})") from None
         filesystem = filesystem or fs
         if info.type == pafs.FileType.File:
             files.append(source)
@@ -195,7 +195,7 @@ def _connect(ray, address: str | None) -> tuple[bool, bool]:
             ray.init(address="local", include_dashboard=False, **quiet)
     except Exception as e:  # ConnectionError, RuntimeError, ValueError: which one depends on the address
         raise SlidewinError(f"cannot {'reach the Ray cluster at ' + address if address else 'start Ray'} "
-                            f"({_first_line(e)})") from None
+                            f"({first_line(e, limit=None)})") from None
     return True, not address
 
 
@@ -257,11 +257,6 @@ def _dataset(ray, names: list[str], filesystem, spec: ActorSpec, options: RayOpt
     return ds.map_batches(_DetectActor, fn_constructor_kwargs={"spec": spec}, batch_size=1, batch_format="numpy",
                           compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=options.cpus_per_worker,
                           num_gpus=options.gpus_per_worker or None)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
