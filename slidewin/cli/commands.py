@@ -108,9 +108,9 @@ def _open_detector(model_path: Path, config, classes, device: str, proposals=Non
 
 
 def run_detect(image_path: Path, detector, model_path: Path, convert: bool, out: Path | None,
-               json_path: Path | None, max_pixels: int | None = None) -> dict:
-    """Detect in one image and write what was asked; returns the JSON record."""
-    from slidewin.apps.folder.records import detection_record
+               json_path: Path | None, max_pixels: int | None = None) -> DetectionRecord:
+    """Detect in one image and write what was asked; returns its record."""
+    from slidewin.apps.folder.records import DetectionRecord
     from slidewin.io.drawing import draw_detections
     from slidewin.io.images import save_image
 
@@ -119,19 +119,19 @@ def run_detect(image_path: Path, detector, model_path: Path, convert: bool, out:
     image = _load(image_path, convert, max_pixels)
     decode = time.perf_counter() - t0
     dets = detector.detect(image)
-    record = detection_record(image_path, image, model_path, dets, detector.last_stats, decode)
+    record = DetectionRecord.of(image_path, image, model_path, dets, detector.last_stats, decode)
     if out is not None:
         save_image(out, draw_detections(image, dets))
     if json_path is not None:
-        write_json(json_path, record)
+        write_json(json_path, record.to_json())
     return record
 
 
-def print_detections(record: dict, unit: str = "windows", file=None) -> None:
+def print_detections(record: DetectionRecord, unit: str = "windows", file=None) -> None:
     file = file or sys.stdout
-    dets = record["detections"]
-    secs = sum(record["seconds"].values())
-    say(f"{record['image']}: {len(dets)} detection(s) from {record['windows']} {unit} in {secs:.2f} s", file=file)
+    dets = record.detections
+    secs = sum(record.seconds.values())
+    say(f"{record.image}: {len(dets)} detection(s) from {record.windows} {unit} in {secs:.2f} s", file=file)
     for d in dets:
         x1, y1, x2, y2 = d["xyxy"]
         say(f"  {d['label']:<24} {d['score']:.3f}  [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]", file=file)
@@ -383,7 +383,7 @@ def cmd_demo(args) -> int:
         detector = _open_detector(args.model, _demo_config(), "coco", args.device)
         record = run_detect(scene_path, detector, args.model, args.convert, args.out_dir / "demo.jpg",
                             args.out_dir / "demo.json")
-    record["image"] = "demo_scene.jpg (packaged sample)"
+    record.image = "demo_scene.jpg (packaged sample)"
     say("demo settings: dense mode, COCO classes, boxes scoring >= 0.8, boxes nested in a stronger one merged")
     print_detections(record)
     say(f"wrote image: {args.out_dir / 'demo.jpg'}")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from slidewin.apps.folder.engines import RAY_INSTALL, Engine, RayOptions, is_uri  # noqa: F401 (Engine: re-exported)
 from slidewin.apps.folder.prefetch import decode
-from slidewin.apps.folder.records import detection_record
+from slidewin.apps.folder.records import DetectionRecord
 from slidewin.apps.folder.run import FolderSummary, detect_one, drawn_path, open_run, record_all
 from slidewin.errors import MissingDependencyError, SlidewinError, first_line
 from slidewin.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
@@ -98,7 +98,7 @@ class _DetectActor:
             decoded = decode(Path(path), spec.convert, spec.max_pixels, data=bytes(data))
             drawn = drawn_path(Path(spec.draw[0]), Path(spec.draw[1]), Path(path)) if spec.draw else None
             record = detect_one(self.detector, path, decoded, spec.model_name, drawn)
-            lines.append(json.dumps(record))
+            lines.append(json.dumps(record.to_json()))
         return {"record": np.array(lines, dtype=object)}
 
 
@@ -282,19 +282,19 @@ def _ray_failure(ray, e: BaseException) -> SlidewinError:
 
 
 def _ray_records(ray, todo: list[str | Path], sources: Sources, spec: ActorSpec,
-                 options: RayOptions) -> Generator[dict, None, None]:
+                 options: RayOptions) -> Generator[DetectionRecord, None, None]:
     """The records of ``todo``: files that cannot be read at all first (as local runs record
     them), then every other image's record as the actors finish it, each once."""
     readable = []
     for path in todo:
         name = str(path)
         if name in sources.missing:
-            yield detection_record(name, None, spec.model_name, error="no such file")
+            yield DetectionRecord.of(name, None, spec.model_name, error="no such file")
         elif is_uri(name) or (os.path.isfile(name) and os.access(name, os.R_OK)):
             readable.append(name)
         else:  # a Ray read task would fail the whole dataset on it
             d = decode(Path(name), spec.convert, spec.max_pixels)
-            yield detection_record(name, None, spec.model_name, decode_seconds=d.seconds, error=d.error)
+            yield DetectionRecord.of(name, None, spec.model_name, decode_seconds=d.seconds, error=d.error)
     if not readable:
         return
     # Ray names each row's file as it was given to it: local paths absolute, URIs without scheme.
@@ -304,11 +304,11 @@ def _ray_records(ray, todo: list[str | Path], sources: Sources, spec: ActorSpec,
         _quiet_ray_data(ray)
         ds = _dataset(ray, list(given), sources.filesystem, spec, options, _pool_size(ray, options, own))
         for row in ds.iter_rows():
-            record = json.loads(row["record"])
-            name = given.pop(record["image"], None)
+            record = DetectionRecord.from_json(json.loads(row["record"]))
+            name = given.pop(record.image, None)
             if name is None:  # a block re-run after a worker died: its first copy is written
                 continue
-            record["image"] = name
+            record.image = name
             yield record
     except ray.exceptions.RayError as e:
         raise _ray_failure(ray, e) from None
@@ -321,7 +321,7 @@ def run_ray(sources: Sources, out_dir: Path, model: str | Path, *, options: RayO
             config: DetectorConfig | None = None, classes: str | None = None, proposals=None,
             device: Device | str = Device.AUTO, resume: bool = False, draw: bool = False, convert: bool = False,
             max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool | None = None, settings: dict | None = None,
-            on_record: Callable[[int, dict], None] | None = None) -> FolderSummary:
+            on_record: Callable[[int, DetectionRecord], None] | None = None) -> FolderSummary:
     """`run_folder` on a Ray cluster: the same ``results.jsonl``, records, resume and summary.
 
     The model is opened in every actor (open it once in the driver first, as the CLI does, to

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from slidewin.apps.folder.inputs import result_key
+from slidewin.apps.folder.records import DetectionRecord
 from slidewin.errors import SlidewinError
 from slidewin.io.files import check_own_file
 
@@ -109,21 +110,20 @@ class ResultsLog:
         try:
             if line is None:
                 raise ValueError
-            record = json.loads(line)
-            key = result_key(record["image"], self.base)
-            model = str(record.get("model"))
+            record = DetectionRecord.from_json(json.loads(line))
+            key = result_key(record.image, self.base)
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
             if line is None or line.strip():
                 self.unreadable.append(number)
             return
-        self.done[key] = "error" not in record
-        self.models.add(model)
+        self.done[key] = record.ok
+        self.models.add(record.model)
         rel = None
-        if self.old_root is not None and "://" not in record["image"]:
-            rel = relative_key(os.path.join(os.fspath(self.base or os.getcwd()), record["image"]), self.old_root)
+        if self.old_root is not None and "://" not in record.image:
+            rel = relative_key(os.path.join(os.fspath(self.base or os.getcwd()), record.image), self.old_root)
             if rel is not None:
-                self.done_rel[rel] = "error" not in record
-        if "error" in record:
+                self.done_rel[rel] = record.ok
+        if not record.ok:
             self.error_lines.setdefault(key, []).append(number)
             if rel is not None:
                 self.error_lines.setdefault(("rel", rel), []).append(number)
@@ -157,9 +157,9 @@ class ResultsLog:
         self._lock()
         _fsync_dir(self.path.parent)
 
-    def append(self, record: dict) -> None:
+    def append(self, record: DetectionRecord) -> None:
         """Write one record as one line (one ``os.write`` of the whole line)."""
-        line = memoryview((json.dumps(record) + "\n").encode())
+        line = memoryview((json.dumps(record.to_json()) + "\n").encode())
         try:
             while line:
                 n = os.write(self.fd, line)

@@ -23,7 +23,7 @@ from pathlib import Path
 from slidewin.apps.folder.inputs import result_key
 from slidewin.apps.folder.prefetch import DEFAULT_PREFETCH, Decoded, Prefetcher
 from slidewin.apps.folder.progress import Progress
-from slidewin.apps.folder.records import detection_record
+from slidewin.apps.folder.records import DetectionRecord
 from slidewin.apps.folder.results_log import RESULTS_NAME, ResultsLog, relative_key
 from slidewin.apps.folder.run_settings import RunFile
 from slidewin.core.detector import Detector
@@ -146,7 +146,7 @@ class _Interrupts:
 
 
 def detect_one(detector: Detector, path: Path, decoded: Decoded, model: str | Path,
-               drawn: Path | None = None, out_dir: Path | None = None) -> dict:
+               drawn: Path | None = None, out_dir: Path | None = None) -> DetectionRecord:
     """The record of one decoded image: its detections, or the one-line reason it failed.
 
     Args:
@@ -169,7 +169,7 @@ def detect_one(detector: Detector, path: Path, decoded: Decoded, model: str | Pa
         except Exception as e:  # recorded for this image; the run goes on
             error = one_line(e, with_path=False)
             dets = stats = None
-    return detection_record(path, image, model, dets, stats, decoded.seconds, error, decoded.warnings)
+    return DetectionRecord.of(path, image, model, dets, stats, decoded.seconds, error, decoded.warnings)
 
 
 def check_own_folders(out_dir: Path, path: Path) -> None:
@@ -293,9 +293,9 @@ def open_run(inputs: list[Path], out_dir: Path, model: str | Path, resume: bool,
     return log, todo, summary
 
 
-def record_all(records: Generator[dict, None, None], log: ResultsLog, summary: FolderSummary,
+def record_all(records: Generator[DetectionRecord, None, None], log: ResultsLog, summary: FolderSummary,
                progress: bool | None = None,
-               on_record: Callable[[int, dict], None] | None = None) -> FolderSummary:
+               on_record: Callable[[int, DetectionRecord], None] | None = None) -> FolderSummary:
     """Append each record to ``log`` as it comes, count it, show progress; then close ``log``.
 
     Ctrl-C and SIGTERM stop the run between two records (never inside a write): the summary
@@ -310,10 +310,10 @@ def record_all(records: Generator[dict, None, None], log: ResultsLog, summary: F
             for i, record in enumerate(records):
                 interrupts.critical = True
                 log.append(record)
-                summary.count("error" not in record)
+                summary.count(record.ok)
                 interrupts.leave_critical()
-                if "error" in record:
-                    bar.failed(record["image"], record["error"], summary.failed_now)
+                if not record.ok:
+                    bar.failed(record.image, record.error, summary.failed_now)
                 bar.advance()
                 if on_record is not None:
                     on_record(i, record)
@@ -331,7 +331,7 @@ def run_folder(detector: Detector, inputs: list[Path], out_dir: Path, model: str
                root: Path | None = None, resume: bool = False, draw: bool = False, convert: bool = False,
                max_pixels: int = DEFAULT_MAX_PIXELS, prefetch: int = DEFAULT_PREFETCH, workers: int = 2,
                progress: bool | None = None, settings: dict | None = None,
-               on_record: Callable[[int, dict], None] | None = None,
+               on_record: Callable[[int, DetectionRecord], None] | None = None,
                retry_failed: bool = False) -> FolderSummary:
     """Detect in every image of ``inputs`` and append one record each to ``out_dir/results.jsonl``.
 
@@ -365,7 +365,7 @@ def run_folder(detector: Detector, inputs: list[Path], out_dir: Path, model: str
 
     drawn_names = drawn_paths(out_dir, root, inputs) if draw else {}
 
-    def records() -> Generator[dict, None, None]:
+    def records() -> Generator[DetectionRecord, None, None]:
         with Prefetcher(todo, prefetch, workers, convert, max_pixels, detector.prepare) as decoded_images:
             for path, decoded in decoded_images:
                 drawn = drawn_names.get(path) if draw else None
