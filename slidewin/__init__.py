@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 # The public API, imported on first use (PEP 562): `import slidewin` costs nothing, and a command
 # loads only what it runs (`slidewin classify` never loads the detectors).
 _EXPORTS = {
+    "Box": "slidewin.core.detections",
     "Detections": "slidewin.core.detections",
     "Detector": "slidewin.core.detector",
     "RunStats": "slidewin.core.detector",
@@ -42,6 +43,7 @@ _EXPORTS = {
     "SlidewinError": "slidewin.errors",
     "UntrainedModelError": "slidewin.errors",
     "draw_detections": "slidewin.io.drawing",
+    "as_rgb": "slidewin.io.images",
     "load_image": "slidewin.io.images",
     "save_image": "slidewin.io.images",
     "DetectorConfig": "slidewin.pipeline.config",

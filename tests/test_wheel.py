@@ -119,12 +119,19 @@ def test_the_installed_wheel_runs_from_outside_the_tree(fresh_venv, effnet_onnx,
     assert out.stat().st_size > 0 and (tmp_path / "dets.json").stat().st_size > 0
 
 
-def test_a_missing_extra_names_the_install_command_in_the_wheel_install(fresh_venv, tmp_path):
-    """`evaluate` without faster-coco-eval (hidden from the import system): one line, exit 6."""
-    code = ("import sys; sys.modules['faster_coco_eval'] = None; from slidewin.cli import main; "
-            f"sys.exit(main(['evaluate', '--data', {str(ROOT / 'tests' / 'data' / 'coco-mini')!r}, "
-            f"'--model', 'missing.onnx']))")
+@pytest.mark.parametrize("hidden, argv, extra", [
+    (("faster_coco_eval",), ["evaluate", "--data", str(ROOT / "tests" / "data" / "coco-mini"), "--model", "m.onnx"],
+     "eval"),
+    (("ray",), ["detect", str(ROOT / "tests" / "data" / "coco-mini" / "images"), "--model", "m.onnx",
+                "--engine", "ray", "--out-dir", "out"], "ray"),
+    (("torch", "tensorflow"), ["export", "efficientnet-lite0", "--out", "m.onnx"], "export"),
+])
+def test_a_missing_extra_names_the_install_command_in_the_wheel_install(fresh_venv, tmp_path, hidden, argv, extra):
+    """A missing extra, hidden from the import system: one line naming its pip install, nothing written."""
+    code = (f"import sys; sys.modules.update(dict.fromkeys({list(hidden)!r})); from slidewin.cli import main; "
+            f"sys.exit(main({argv!r}))")
     done = _run([fresh_venv / "bin" / "python", "-c", code], tmp_path)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 6, done.stderr
-    assert len(lines) == 1 and "pip install 'slidewin[eval]'" in lines[0], lines
+    assert len(lines) == 1 and f"pip install 'slidewin[{extra}]'" in lines[0], lines
+    assert not list(tmp_path.iterdir()), "a command that cannot run wrote something"

@@ -80,6 +80,10 @@ def _add_detect(sub) -> None:
                    help="with --resume: also redo the images whose record is an error (a full disk, a file "
                         "being copied), replacing those records")
     g.add_argument("--draw", action="store_true", help="also write OUT_DIR/drawn/<relative path>.jpg")
+    g.add_argument("--format", action="append", choices=["coco", "yolo", "csv"], default=None,
+                   help="also write the results as OUT_DIR/detections.coco.json (a COCO results file with COCO "
+                        "category ids), OUT_DIR/yolo/<image stem>.txt with classes.txt, or OUT_DIR/detections.csv "
+                        "(repeat for several); made from results.jsonl after the run")
     g.add_argument("--prefetch", type=count(0), default=None, metavar="N",
                    help="images decoded ahead while the model runs (default 4; 0 decodes inline)")
     add_engine_args(p)

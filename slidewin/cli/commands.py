@@ -150,11 +150,12 @@ def cmd_detect(args) -> int:
     if folder:
         return _detect_folder(args, engine)
     for flag, value in (("--resume", args.resume), ("--retry-failed", args.retry_failed), ("--draw", args.draw),
-                        ("--prefetch", args.prefetch)):
+                        ("--prefetch", args.prefetch), ("--format", args.format)):
         if value:
             raise SlidewinError(f"{flag} is for folder runs: add --out-dir OUT")
     check_outputs({"--out-image": args.out_image, "--json": args.json}, (images[0], args.model))  # before any work
-    detector = _open_detector(args.model, detector_config(args), args.classes, args.device, proposal_config(args))
+    proposals = proposal_config(args)  # first: refuses the flags the detector would not use
+    detector = _open_detector(args.model, detector_config(args), args.classes, args.device, proposals)
     to = _report_stream(args.json)
     say(f"model: {model_header(detector.meta)}", file=to)
     record = run_detect(images[0], detector, args.model, args.convert, args.out_image, args.json, args.max_pixels)
@@ -218,7 +219,7 @@ def _detect_folder(args, engine) -> int:
     if not (args.resume or args.retry_failed) and results.is_file() and results.stat().st_size:  # say so before loading the model
         raise SlidewinError("already holds results: pass --resume to continue that run, or choose "
                             "another --out-dir", results)
-    summary, skipped = _detect_on_ray(args) if engine is Engine.RAY else _detect_here(args)
+    summary, skipped, labels = _detect_on_ray(args) if engine is Engine.RAY else _detect_here(args)
     if summary.interrupted:
         again = shlex.join(["slidewin", *args.argv] + ([] if "--resume" in args.argv else ["--resume"]))
         say(f"slidewin: interrupted; {summary.ok_now + summary.failed_now} image(s) recorded this run, every "
@@ -228,10 +229,23 @@ def _detect_folder(args, engine) -> int:
     say(summary.line())
     if skipped:
         say(skipped)
+    if args.format:
+        from slidewin.apps.outputs import write_formats
+
+        for path in write_formats(args.out_dir, args.format, labels):
+            say(f"wrote {path}")
     if summary.failed:
         say(f"slidewin: {summary.failed} image(s) failed: their records in {summary.results} have an "
             "\"error\"", file=sys.stderr)
     return summary.exit_code
+
+
+def _check_formats(args, detector) -> None:
+    """``--format`` the model cannot give (``coco`` without COCO classes) is refused before the run."""
+    if args.format:
+        from slidewin.apps.outputs import check_formats
+
+        check_formats(args.format, detector.labels, args.model)
 
 
 def _no_images(args) -> SlidewinError:
@@ -246,7 +260,8 @@ def _settings(args):
     from slidewin.apps.folder.run_settings import run_settings
     from slidewin.io.images import DEFAULT_MAX_PIXELS
 
-    config, proposals = detector_config(args), proposal_config(args)
+    proposals = proposal_config(args)  # first: refuses the flags the detector would not use
+    config = detector_config(args)
     max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
     return config, proposals, max_pixels, run_settings(args.model, config, args.classes, args.convert, max_pixels,
                                                        proposals)
@@ -264,12 +279,13 @@ def _detect_here(args):
         raise _no_images(args)
     config, proposals, max_pixels, settings = _settings(args)
     detector = _open_detector(args.model, config, args.classes, args.device, proposals)
+    _check_formats(args, detector)
     say(f"model: {model_header(detector.meta)}", file=sys.stderr)
     summary = run_folder(detector, inputs, args.out_dir, args.model, root=root,
                          resume=args.resume or args.retry_failed, retry_failed=args.retry_failed,
                          draw=args.draw, convert=args.convert, max_pixels=max_pixels, settings=settings,
                          prefetch=DEFAULT_PREFETCH if args.prefetch is None else args.prefetch)
-    return summary, skipped_summary(skipped)
+    return summary, skipped_summary(skipped), detector.labels
 
 
 def _detect_on_ray(args):
@@ -288,11 +304,13 @@ def _detect_on_ray(args):
     config, proposals, max_pixels, settings = _settings(args)
     # Opened once here, on the CPU, so that a bad model or --classes is one line before any
     # cluster starts; the actors open their own.
-    _open_detector(args.model, config, args.classes, Device.CPU, proposals)
+    detector = _open_detector(args.model, config, args.classes, Device.CPU, proposals)
+    _check_formats(args, detector)
+    labels = detector.labels
     summary = run_ray(sources, args.out_dir, args.model, options=options, config=config, classes=args.classes,
                       proposals=proposals, device=args.device, resume=args.resume, draw=args.draw,
                       convert=args.convert, max_pixels=max_pixels, settings=settings)
-    return summary, None
+    return summary, None, labels
 
 
 def cmd_compare(args) -> int:
@@ -301,8 +319,8 @@ def cmd_compare(args) -> int:
     from slidewin.io.images import save_image
 
     check_outputs({"--out-image": args.out_image, "--json": args.json}, (args.image, args.model, args.frcnn))
-    comparison = open_comparison(args.model, args.frcnn, detector_config(args), args.classes, args.device,
-                                 proposal_config(args))
+    proposals = proposal_config(args, windows_too=True)  # the window grid runs too: its flags apply
+    comparison = open_comparison(args.model, args.frcnn, detector_config(args), args.classes, args.device, proposals)
     t0 = time.perf_counter()
     image = _load(args.image, args.convert)
     decode = time.perf_counter() - t0
@@ -350,22 +368,22 @@ def cmd_evaluate(args) -> int:
     proposals = proposal_config(args, replace(PROPOSAL_DEFAULTS, min_score=EVAL_MIN_SCORE))
     m = evaluate(args.data, args.model, mode=mode, recipe=args.recipe, out_dir=args.out_dir, device=args.device,
                  limit=args.limit, progress=sys.stderr.isatty() or None, overrides=overrides, proposals=proposals)
-    how = f"mode={m['mode']}" if proposals is None else f"proposals={proposals.method} ({proposals.scoring})"
-    recall = "" if m["recall50"] is None else (f"  recall@0.5 {m['recall50']:.3f}  recall@0.75 {m['recall75']:.3f}  "
-                                               f"AR@100 {m['AR100']:.3f}  AR@1000 {m['AR1000']:.3f}")
-    say(f"{m['model']['architecture']} recipe={m['recipe']} {how}: "
-        f"AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}  AP75 {m['AP75']:.4f}{recall}  "
-        f"({m['images']} images, {len(m['classes_evaluated'])} classes evaluated, "
-        f"{len(m['classes_excluded'])} excluded, {m['candidates_per_image']:.0f} candidates/image, "
-        f"{m['seconds_per_image']:.2f} s/image{_proposal_share(m)})")
+    how = f"mode={m.mode}" if proposals is None else f"proposals={proposals.method} ({proposals.scoring})"
+    recall = "" if m.recall50 is None else (f"  recall@0.5 {m.recall50:.3f}  recall@0.75 {m.recall75:.3f}  "
+                                            f"AR@100 {m.AR100:.3f}  AR@1000 {m.AR1000:.3f}")
+    say(f"{m.model['architecture']} recipe={m.recipe} {how}: "
+        f"AP {m.AP:.4f}  AP50 {m.AP50:.4f}  AP75 {m.AP75:.4f}{recall}  "
+        f"({m.images} images, {len(m.classes_evaluated)} classes evaluated, "
+        f"{len(m.classes_excluded)} excluded, {m.candidates_per_image:.0f} candidates/image, "
+        f"{m.seconds_per_image:.2f} s/image{_proposal_share(m.stage_seconds_per_image)})")
     if args.out_dir is not None:
         say(f"wrote report: {args.out_dir / 'report.md'}")
     return 0
 
 
-def _proposal_share(metrics: dict) -> str:
-    """", proposals N% of the work" when proposals were made (they run beside the network)."""
-    stages = metrics.get("stage_seconds_per_image") or {}
+def _proposal_share(stages: dict[str, float]) -> str:
+    """", proposals N% of the work" when proposals were made (they run beside the network), from
+    the seconds per stage."""
     total = sum(stages.values())
     return f", proposals {100 * stages['proposals'] / total:.0f}% of the work" if stages.get("proposals") and total else ""
 
