@@ -234,8 +234,67 @@ def proposal_overrides(args) -> dict:
     return {"method": args.proposals, **out}
 
 
-def proposal_config(args, base: ProposalConfig = PROPOSAL_DEFAULTS) -> ProposalConfig | None:
-    """The proposal settings, or None for ``--proposals windows`` (the sliding-window detector)."""
+#: Every detector flag that has a place in only some detectors: the part of the detector it sets
+#: (regions, scoring or merge) and the choices it applies to: ``grid`` (``--proposals windows``,
+#: scored in patch or dense mode), ``search`` (selective search, either box scorer), or only one
+#: box scorer, ``pooled`` or ``crops``. ``--min-score``, ``--classes`` (scoring), ``--iou`` and
+#: ``--merge`` (merge) apply to every classifier detector.
+FLAG_PARTS = {
+    "window": ("--window", "regions", {"grid"}),
+    "input_window": ("--window", "regions", {"grid"}),
+    "reference_side": ("--reference-side", "regions", {"grid"}),
+    "stride": ("--stride", "regions", {"grid"}),
+    "scale": ("--scale", "regions", {"grid"}),
+    "max_levels": ("--max-levels", "regions", {"grid"}),
+    "max_proposals": ("--max-proposals", "regions", {"search"}),
+    "min_proposal_size": ("--min-proposal-size", "regions", {"search"}),
+    "mode": ("--mode", "scoring", {"grid"}),
+    "dense_tile": ("--dense-tile", "scoring", {"grid"}),
+    "batch_size": ("--batch-size", "scoring", {"grid", "crops"}),
+    "proposal_scoring": ("--proposal-scoring", "scoring", {"search"}),
+    "context": ("--context", "scoring", {"search"}),
+    "contrast": ("--contrast", "scoring", {"pooled"}),
+}
+
+
+def used_choices(args, base: ProposalConfig = PROPOSAL_DEFAULTS, windows_too: bool = False) -> set[str]:
+    """What the flags' detectors are made of (see `FLAG_PARTS`): ``grid``, or ``search`` and its
+    scorer (``pooled``, ``crops``); ``windows_too``: a window-grid detector runs as well (``compare``)."""
+    if args.proposals == ProposalMethod.WINDOWS:
+        return {"grid"}
+    scoring = ProposalScoring(args.proposal_scoring or base.scoring)
+    return {"search", scoring.value} | ({"grid"} if windows_too else set())
+
+
+def check_flags(args, base: ProposalConfig = PROPOSAL_DEFAULTS, windows_too: bool = False) -> None:
+    """Refuse, in one line, explicitly given flags that the chosen detector would not use (never
+    ignore them): e.g. ``--stride`` with selective search, ``--contrast`` with crops scoring."""
+    used = used_choices(args, base, windows_too)
+    unused = []
+    for dest, (flag, _part, applies) in FLAG_PARTS.items():
+        given = getattr(args, dest, None)
+        if given not in (None, False, []) and not applies & used and flag not in unused:
+            unused.append(flag)
+    if not unused:
+        return
+    one = len(unused) == 1
+    they, sets = ("it", "sets") if one else ("they", "set")
+    if "search" not in used:
+        chosen, why = "--proposals windows", f"{they} {sets} selective search and its scoring, not the window grid"
+    elif all(FLAG_PARTS[d][2] == {"grid"} for d in FLAG_PARTS if FLAG_PARTS[d][0] in unused):
+        chosen, why = f"--proposals {args.proposals}", f"{they} {sets} the window grid and its patch or dense scoring"
+    else:
+        scorer = (used & {"pooled", "crops"}).pop()
+        chosen, why = f"--proposal-scoring {scorer}", f"{they} {sets} another scorer"
+    raise SlidewinError(f"{', '.join(unused)} {'does' if one else 'do'} not apply to {chosen} ({why}): "
+                        f"leave {they} out")
+
+
+def proposal_config(args, base: ProposalConfig = PROPOSAL_DEFAULTS, windows_too: bool = False) -> ProposalConfig | None:
+    """The proposal settings, or None for ``--proposals windows`` (the sliding-window detector),
+    after refusing the flags the chosen detectors would not use (`check_flags`; ``windows_too``:
+    a window-grid detector runs as well)."""
+    check_flags(args, base, windows_too)
     if args.proposals == ProposalMethod.WINDOWS:
         return None
     try:

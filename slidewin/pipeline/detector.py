@@ -227,4 +227,4 @@ class ClassifierDetector(Detector):
         return np.concatenate(probs), np.concatenate(boxes)
 
 
-__all__ = ["ClassifierDetector", "MAX_PLAN_BYTES", "MAX_WINDOWS", "check_parts"]
+__all__ = ["MAX_PLAN_BYTES", "MAX_WINDOWS", "ClassifierDetector", "check_parts"]

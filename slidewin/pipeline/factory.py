@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from slidewin.core.contract import ModelKind
 from slidewin.core.detector import Detector
 from slidewin.core.targets import Targets, class_items
 from slidewin.errors import ModelError
@@ -17,7 +18,6 @@ from slidewin.pipeline.proposal import ProposalDetector
 from slidewin.pipeline.sliding import SlidingWindowDetector
 from slidewin.proposals.generators import ProposalMethod
 from slidewin.runtime.classifier import Classifier
-from slidewin.core.contract import ModelKind
 from slidewin.runtime.sessions import Device, SessionSettings, model_info
 
 #: What --classes names "every label" with, for a region-proposal model.
@@ -70,3 +70,29 @@ def classifier_detector(classifier: Classifier, targets: Targets | None = None, 
     if proposals is not None and proposals.method is not ProposalMethod.WINDOWS:
         return ProposalDetector(classifier, targets, proposals, window_config=config)
     return SlidingWindowDetector(classifier, targets, config)
+
+
+#: The fields of each config that make each part of a classifier detector (what `settings_parts`
+#: records): the window grid with its patch/dense scorer, and selective search with a box scorer
+#: (the pooled scorer's own fields only under pooled scoring, the batch only under crops).
+_GRID_PARTS = {"regions": ("windows_hw", "step", "scale", "max_levels", "align", "reference_side"),
+               "scoring": ("mode", "batch_size", "dense_tile", "min_score", "scoring"),
+               "merge": ("merge", "iou", "ios", "soft_sigma")}
+_SEARCH_PARTS = {"regions": ("method", "min_size", "max_proposals"),
+                 "scoring": ("scoring", "context", "min_score"),
+                 "merge": ("merge", "iou")}
+_POOLED_FIELDS = ("max_scale", "level_factor", "fit", "ring", "contrast")
+
+
+def settings_parts(config: DetectorConfig | None, proposals=None) -> dict[str, dict]:
+    """The settings a classifier detector uses, in its three parts (``regions``, ``scoring``,
+    ``merge``), each a dict of config fields: those of ``proposals`` (a `ProposalConfig` whose
+    method is not ``windows``) or else of ``config`` (default `DetectorConfig()`), never both."""
+    from slidewin.proposals.scoring import ProposalScoring
+
+    if proposals is not None and proposals.method is not ProposalMethod.WINDOWS:
+        source, parts = proposals, {k: list(v) for k, v in _SEARCH_PARTS.items()}
+        parts["scoring"] += _POOLED_FIELDS if proposals.scoring is ProposalScoring.POOLED else ("batch_size",)
+    else:
+        source, parts = config or DetectorConfig(), _GRID_PARTS
+    return {part: {name: getattr(source, name) for name in names} for part, names in parts.items()}

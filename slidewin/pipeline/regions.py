@@ -48,7 +48,7 @@ class WindowGrid:
         self.max_levels, self.align, self.reference_side = max_levels, align, reference_side
 
     @classmethod
-    def from_config(cls, config, input_hw: tuple[int, int], step=None) -> "WindowGrid":
+    def from_config(cls, config, input_hw: tuple[int, int], step=None) -> WindowGrid:
         """The grid of a `DetectorConfig` (``step``: the step in use, default the config's)."""
         return cls(input_hw, config.windows_hw, config.step if step is None else step, config.scale,
                    config.max_levels, config.align, config.reference_side)

@@ -6,7 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from slidewin.proposals.generators import ProposalMethod, SelectiveSearch, clean_proposals
+from slidewin.proposals.generators import (
+    ProposalMethod,
+    SelectiveSearch,
+    clean_proposals,
+)
 
 
 def _scene(hw=(180, 240)) -> np.ndarray:

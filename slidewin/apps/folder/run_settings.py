@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 from slidewin.errors import SlidewinError
@@ -33,17 +32,22 @@ def run_settings(model: str | Path, config=None, classes=None, convert: bool = F
         classes: the ``--classes`` value as given.
         convert, max_pixels: as for `slidewin.io.images.load_image`.
         proposals: the `ProposalConfig` when proposals are scored instead of windows.
+
+    Only the parts of the detector that are used are recorded (``regions``, ``scoring``,
+    ``merge``: `slidewin.pipeline.factory.settings_parts`), so that a resume is refused for a
+    difference that changes the records, never for a setting that plays no part.
     """
     from slidewin.io.hashing import file_sha256
+    from slidewin.pipeline.factory import settings_parts
     from slidewin.runtime.sessions import check_model_file
 
+    parts = None if config is None and proposals is None else settings_parts(config, proposals)
     settings = {
         "model_sha256": file_sha256(check_model_file(model)),  # hashed once per version of the file
-        "config": None if config is None else asdict(config),
+        **(parts or {"regions": None, "scoring": None, "merge": None}),
         "classes": classes,
         "convert": convert,
         "max_pixels": max_pixels,
-        "proposals": None if proposals is None else asdict(proposals),
     }
     return json.loads(json.dumps(settings))  # tuples -> lists, enums -> strings: as read back
 
