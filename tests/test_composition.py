@@ -100,7 +100,7 @@ def test_class_agnostic_merge_keeps_one_box_per_place():
     (["--proposals", "selective-search-fast", "--stride", "16"], "--stride", "--proposals selective-search-fast"),
     (["--proposals", "selective-search-single", "--window", "96", "--scale", "2", "--mode", "patch"],
      "--window, --scale, --mode", "--proposals selective-search-single"),
-    (["--proposals", "selective-search-single", "--dense-tile", "512"], "--dense-tile", "selective-search"),
+    (["--proposals", "selective-search-single", "--dense-tile", "0"], "--dense-tile", "selective-search"),
     (["--proposal-scoring", "crops"], "--proposal-scoring", "--proposals windows"),
     (["--proposals", "windows", "--max-proposals", "5", "--context", "0.1"], "--max-proposals, --context",
      "--proposals windows"),

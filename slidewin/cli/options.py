@@ -273,7 +273,8 @@ def check_flags(args, base: ProposalConfig = PROPOSAL_DEFAULTS, windows_too: boo
     unused = []
     for dest, (flag, _part, applies) in FLAG_PARTS.items():
         given = getattr(args, dest, None)
-        if given not in (None, False, []) and not applies & used and flag not in unused:
+        not_given = given is None or given is False or given == []  # 0 is given (--dense-tile 0)
+        if not not_given and not applies & used and flag not in unused:
             unused.append(flag)
     if not unused:
         return

@@ -1,7 +1,8 @@
 """`ProposalDetector` (R-CNN without training): the `ClassifierDetector` of a `ProposalConfig`.
 
 Regions: selective search (`SelectiveSearch`: boxes that fit objects, cleaned: clipped, minimum
-side, no duplicates, at most ``max_proposals``), or the window grid for ``method=windows``.
+side, no duplicates, at most ``max_proposals``), or the window grid for ``method=windows`` (every
+window of the plan: ``min_size`` and ``max_proposals`` are selective search's, not the grid's).
 Scorer: pooled from the shared dense feature maps (`PooledScorer`, with the ring contrast) or
 crops (`CropScorer`). The boxes are the regions themselves: they fit objects, windows do not.
 
