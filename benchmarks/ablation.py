@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     for i, (name, cfg) in enumerate(steps(mode)):
         if args.only is not None and i not in args.only:
             continue
-        r = evaluate(COCO_DEV, model, mode=mode, config=cfg, progress=False, limit=args.limit)
+        r = evaluate(COCO_DEV, model, mode=mode, config=cfg, progress=False, limit=args.limit).to_json()
         rows.append([i, name, f"{r['AP']:.4f}", f"{r['AP50']:.4f}", f"{r['AP75']:.4f}", f"{r['seconds_per_image']:.2f}"])
         out.append({"step": i, "name": name, "AP": r["AP"], "AP50": r["AP50"], "AP75": r["AP75"],
                     "seconds_per_image": r["seconds_per_image"], "config": r["config"]})

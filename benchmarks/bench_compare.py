@@ -57,13 +57,13 @@ if spec.get("frcnn"):
               "candidates_per_image": det.last_stats.windows, "weights": "random"}}
     else:
         from slidewin.apps.evaluate import evaluate
-        m = evaluate(spec["data"], spec["model"], limit=spec["limit"], progress=False, out_dir=spec["out"])
+        m = evaluate(spec["data"], spec["model"], limit=spec["limit"], progress=False, out_dir=spec["out"]).to_json()
 else:
     from slidewin.apps.evaluate import EVAL_MIN_SCORE, evaluate
     from slidewin.proposals.detector import ProposalConfig
     proposals = ProposalConfig(min_score=EVAL_MIN_SCORE, **spec["proposals"]) if "proposals" in spec else None
     m = evaluate(spec["data"], spec["model"], mode=spec.get("mode", "auto"), limit=spec["limit"], progress=False,
-                 out_dir=spec["out"], proposals=proposals)
+                 out_dir=spec["out"], proposals=proposals).to_json()
 m["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print("RESULT " + json.dumps(m))
 """

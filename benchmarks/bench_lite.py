@@ -55,7 +55,7 @@ from slidewin.apps.evaluate import EVAL_MIN_SCORE, evaluate
 from slidewin.proposals.detector import ProposalConfig
 proposals = ProposalConfig(min_score=EVAL_MIN_SCORE, **spec["proposals"]) if "proposals" in spec else None
 m = evaluate(spec["data"], spec["model"], mode=spec.get("mode", "auto"), limit=spec["limit"], progress=False,
-             out_dir=spec["out"], proposals=proposals, device="cpu")
+             out_dir=spec["out"], proposals=proposals, device="cpu").to_json()
 m["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print("RESULT " + json.dumps(m))
 """

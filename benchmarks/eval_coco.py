@@ -67,7 +67,7 @@ def main(argv=None) -> int:
             print(f"{recipe} recipe, {mode} mode -> {_shown(out)} ...", flush=True)
             try:
                 metrics[recipe, mode] = evaluate(args.data, model, mode=mode, recipe=recipe, out_dir=out,
-                                                 limit=args.limit, progress=True)
+                                                 limit=args.limit, progress=True).to_json()
             except SlidewinError as e:
                 sys.exit(f"eval_coco: {e}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -12,13 +13,16 @@ from slidewin.apps.tables import markdown_table
 from slidewin.core.boxes import box_iou
 from slidewin.io.files import atomic_write_text
 
+if TYPE_CHECKING:
+    from slidewin.apps.evaluate import EvalResult
+
 EXAMPLE_MIN_SCORE = 0.3
 
 
-def write_report(out: Path, metrics: dict, ev, dataset, per_image: dict, evaluated: dict[int, int],
+def write_report(out: Path, metrics: EvalResult, ev, dataset, per_image: dict, evaluated: dict[int, int],
                  names: dict[int, str], examples: int = 4) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics.to_json(), indent=2) + "\n")
     chart = _pr_curve(out / "pr_curve.png", ev, evaluated, names)
     recall_chart = _recall_curve(out / "recall.png", metrics)
     shown = _examples(out / "examples", dataset, per_image, evaluated, names, examples)
@@ -59,9 +63,9 @@ def _pr_curve(path: Path, ev, evaluated, names) -> Path | None:
     return path
 
 
-def _recall_curve(path: Path, metrics: dict) -> Path | None:
+def _recall_curve(path: Path, metrics: EvalResult) -> Path | None:
     """Recall at IoU 0.5 of the first N candidates against N (log scale)."""
-    curve = (metrics.get("recall") or {}).get("recall50_curve")
+    curve = (metrics.recall or {}).get("recall50_curve")
     if not curve:
         return None
     try:
@@ -75,7 +79,7 @@ def _recall_curve(path: Path, metrics: dict) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     ax.plot(counts, [curve[str(n)] for n in counts], marker="o", lw=2)
     ax.set_xscale("log")
-    ax.set_xlabel(f"candidates per image ({metrics.get('candidates_per_image', 0):.0f} scored on average)")
+    ax.set_xlabel(f"candidates per image ({metrics.candidates_per_image:.0f} scored on average)")
     ax.set_ylabel("recall at IoU 0.5")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3, which="both")
@@ -129,18 +133,18 @@ def _examples(folder: Path, dataset, per_image, evaluated, names, n: int) -> lis
     return shown
 
 
-def _markdown(m: dict, chart: Path | None, shown: list[tuple[str, str]], recall_chart: Path | None = None) -> str:
+def _markdown(m: EvalResult, chart: Path | None, shown: list[tuple[str, str]], recall_chart: Path | None = None) -> str:
+    recalls = (m.recall50, m.recall75, m.AR100, m.AR1000)
     lines = [
-        f"# Evaluation: {m['model']['architecture']} ({m['model']['weights']}, {m['model']['precision']}), "
-        f"recipe `{m['recipe']}`, {m['mode']} mode",
+        f"# Evaluation: {m.model['architecture']} ({m.model['weights']}, {m.model['precision']}), "
+        f"recipe `{m.recipe}`, {m.mode} mode",
         "",
-        f"{m['images']} images, {m['detections']} detections, {m['seconds_per_image']:.3f} s per image. "
+        f"{m.images} images, {m.detections} detections, {m.seconds_per_image:.3f} s per image. "
         "COCO AP by faster-coco-eval over the categories the model can name.",
         "",
         markdown_table(["AP", "AP50", "AP75", "recall@0.5", "recall@0.75", "AR@100", "AR@1000"],
-                       [[f"{m['AP']:.4f}", f"{m['AP50']:.4f}", f"{m['AP75']:.4f}"]
-                        + [("-" if m.get(k) is None else f"{m[k]:.3f}") for k in ("recall50", "recall75", "AR100",
-                                                                                   "AR1000")]]),
+                       [[f"{m.AP:.4f}", f"{m.AP50:.4f}", f"{m.AP75:.4f}"]
+                        + [("-" if r is None else f"{r:.3f}") for r in recalls]]),
         "",
         "Recall is of the candidate regions the classifier scored (windows or proposals), before any "
         "classifier: the share of ground-truth boxes a candidate covers at IoU 0.5 / 0.75, and average "
@@ -150,13 +154,13 @@ def _markdown(m: dict, chart: Path | None, shown: list[tuple[str, str]], recall_
         "",
         markdown_table(["class", "AP", "AP50"],
                        [[name, f"{v['AP']:.3f}", f"{v['AP50']:.3f}"]
-                        for name, v in sorted(m["per_class"].items(), key=lambda kv: -np.nan_to_num(kv[1]["AP50"]))]),
+                        for name, v in sorted(m.per_class.items(), key=lambda kv: -np.nan_to_num(kv[1]["AP50"]))]),
     ]
-    lines += ["", f"## Excluded categories ({len(m['classes_excluded'])})", ""]
-    lines += [f"- {name}: {why}" for name, why in m["classes_excluded"].items()]
-    if m.get("image_errors"):
+    lines += ["", f"## Excluded categories ({len(m.classes_excluded)})", ""]
+    lines += [f"- {name}: {why}" for name, why in m.classes_excluded.items()]
+    if m.image_errors:
         lines += ["", "## Images that could not be read", ""]
-        lines += [f"- {f}: {why}" for f, why in m["image_errors"].items()]
+        lines += [f"- {f}: {why}" for f, why in m.image_errors.items()]
     if chart is not None:
         lines += ["", "## Precision-recall", "", f"![precision-recall]({chart.name})"]
     if recall_chart is not None:
@@ -164,5 +168,5 @@ def _markdown(m: dict, chart: Path | None, shown: list[tuple[str, str]], recall_
     if shown:
         lines += ["", "## Examples (ground truth green, detections with score >= 0.3 coloured)", ""]
         lines += [f"- {kind}: ![{kind}]({path})" for kind, path in shown]
-    lines += ["", "## Settings", "", "```json", json.dumps(m["config"], indent=2), "```", ""]
+    lines += ["", "## Settings", "", "```json", json.dumps(m.config, indent=2), "```", ""]
     return "\n".join(lines)

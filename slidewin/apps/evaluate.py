@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from enum import Enum, StrEnum
 from pathlib import Path
 
 import numpy as np
 
+from slidewin.core.contract import ModelKind
 from slidewin.errors import MissingDependencyError, SlidewinError, UntrainedModelError
 from slidewin.io.files import read_small_json
 from slidewin.pipeline.config import DEFAULT_STEP, DetectorConfig, Mode, Scoring
-from slidewin.core.contract import ModelKind
 
 #: instances.json is parsed whole, and Python's objects cost ~25 bytes per byte of JSON: COCO's
 #: val2017 (5000 images, 25 MB) needs ~0.6 GB. 64 MiB leaves room for 2.5 times that and bounds
@@ -179,6 +179,66 @@ class DetectionRun:
     best_ious: np.ndarray | None
 
 
+@dataclass
+class EvalResult:
+    """What `evaluate` measured; `to_json` is ``metrics.json``, with the keys in this order.
+
+    Attributes:
+        AP, AP50, AP75: COCO AP at IoU 0.50:0.95, 0.50 and 0.75, over the evaluated categories.
+        per_class: category name -> ``{"AP", "AP50"}``, by name.
+        classes_evaluated: the dataset's categories the model can name, sorted.
+        classes_excluded: category name -> why it is not evaluated.
+        recall50, recall75, AR100, AR1000: recall of the scored regions at IoU 0.5 and 0.75, and
+            average recall with 100 and 1000 regions per image (None when the detector does not
+            expose its regions: a region-proposal network).
+        recall: the recall@0.5 curve against the number of regions (`slidewin.apps.recall`), or None.
+        images: images read and run (those in ``image_errors`` not counted).
+        image_errors: file name -> why it could not be read.
+        model: ``{"path", "architecture", "weights", "precision"}``.
+        recipe: the `Recipe` the settings started from.
+        mode: patch or dense (classifiers), or the mode asked for.
+        config: the detector settings run (`DetectorConfig` as JSON).
+        proposals: ``"windows"``, or the `ProposalConfig` as JSON.
+        detections: detections of the evaluated categories, over all images.
+        candidates_per_image: regions scored per image read.
+        seconds, seconds_per_image: wall time of the run, and per image.
+        stage_seconds_per_image: seconds per stage per image (decode included).
+    """
+
+    AP: float
+    AP50: float
+    AP75: float
+    per_class: dict[str, dict[str, float]]
+    classes_evaluated: list[str]
+    classes_excluded: dict[str, str]
+    recall50: float | None
+    recall75: float | None
+    AR100: float | None
+    AR1000: float | None
+    recall: dict | None
+    images: int
+    image_errors: dict[str, str]
+    model: dict[str, str]
+    recipe: str
+    mode: str
+    config: dict
+    proposals: str | dict
+    detections: int
+    candidates_per_image: float
+    seconds: float
+    seconds_per_image: float
+    stage_seconds_per_image: dict[str, float]
+
+    def to_json(self) -> dict:
+        """The JSON-ready dict ``metrics.json`` holds (the fields, in order)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, value: dict) -> "EvalResult":
+        """Read back `to_json`'s dict (a ``metrics.json``); KeyError names a missing key."""
+        return cls(**{f.name: value[f.name] for f in fields(cls)})
+
+
 def run_detections(detector, dataset: Dataset, evaluated: dict[int, int], limit: int | None = None,
                    progress: bool = True) -> DetectionRun:
     """Detect on every image, decoding and preparing (proposals) the next ones in worker threads."""
@@ -235,7 +295,7 @@ def evaluate(data_dir: str | Path, model_path: str | Path, mode: Mode | str = Mo
              recipe: Recipe | str = Recipe.SLIDEWIN, out_dir: str | Path | None = None,
              device: str = "auto", limit: int | None = None, config: DetectorConfig | None = None,
              progress: bool = True, examples: int = 4, overrides: dict | None = None,
-             proposals=None) -> dict:
+             proposals=None) -> EvalResult:
     """COCO AP of a model on a dataset, and the recall of the regions it scored; writes the report
     to ``out_dir`` when given.
 
@@ -271,31 +331,31 @@ def evaluate(data_dir: str | Path, model_path: str | Path, mode: Mode | str = Mo
     images = run.images
     ev, stats, per_class = _ap(dataset, run, evaluated, limit)
     names = {c["id"]: c["name"] for c in dataset.gt["categories"]}
-    metrics = {
-        "AP": stats[0], "AP50": stats[1], "AP75": stats[2],
-        "per_class": {names[c]: v for c, v in sorted(per_class.items(), key=lambda kv: names[kv[0]])},
-        "classes_evaluated": sorted(names[c] for c in evaluated),
-        "classes_excluded": dict(sorted(excluded.items())),
+    result = EvalResult(
+        AP=stats[0], AP50=stats[1], AP75=stats[2],
+        per_class={names[c]: v for c, v in sorted(per_class.items(), key=lambda kv: names[kv[0]])},
+        classes_evaluated=sorted(names[c] for c in evaluated),
+        classes_excluded=dict(sorted(excluded.items())),
         **_recall_metrics(run),
-        "images": len(images) - len(run.errors),
-        "image_errors": run.errors,
-        "model": {"path": str(model_path), "architecture": meta.architecture, "weights": meta.weights,
-                  "precision": meta.precision},
-        "recipe": Recipe(recipe).value,
-        "mode": (detector.mode if isinstance(detector, SlidingWindowDetector) else Mode(mode)).value,
-        "config": _config_dict(config),
-        "proposals": "windows" if proposals is None else _config_dict(proposals),
-        "detections": len(run.results),
-        "candidates_per_image": round(run.candidates / max(1, len(images) - len(run.errors)), 1),
-        "seconds": round(run.seconds, 2),
-        "seconds_per_image": round(run.seconds / max(1, len(images)), 4),
-        "stage_seconds_per_image": {k: round(v / max(1, len(images)), 4) for k, v in run.stage_seconds.items()},
-    }
+        images=len(images) - len(run.errors),
+        image_errors=run.errors,
+        model={"path": str(model_path), "architecture": meta.architecture, "weights": meta.weights,
+               "precision": meta.precision},
+        recipe=Recipe(recipe).value,
+        mode=(detector.mode if isinstance(detector, SlidingWindowDetector) else Mode(mode)).value,
+        config=_config_dict(config),
+        proposals="windows" if proposals is None else _config_dict(proposals),
+        detections=len(run.results),
+        candidates_per_image=round(run.candidates / max(1, len(images) - len(run.errors)), 1),
+        seconds=round(run.seconds, 2),
+        seconds_per_image=round(run.seconds / max(1, len(images)), 4),
+        stage_seconds_per_image={k: round(v / max(1, len(images)), 4) for k, v in run.stage_seconds.items()},
+    )
     if out_dir is not None:
         from slidewin.apps.eval_report import write_report
 
-        write_report(Path(out_dir), metrics, ev, dataset, run.per_image, evaluated, names, examples)
-    return metrics
+        write_report(Path(out_dir), result, ev, dataset, run.per_image, evaluated, names, examples)
+    return result
 
 
 def _ap(dataset, run, evaluated: dict, limit: int | None):

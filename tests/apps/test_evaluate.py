@@ -10,7 +10,7 @@ import pytest
 
 from slidewin.cli import main
 from slidewin.errors import UntrainedModelError
-from slidewin.apps.evaluate import category_plan, evaluate, load_dataset
+from slidewin.apps.evaluate import EvalResult, category_plan, evaluate, load_dataset
 from slidewin.core.targets import Targets
 
 COCO_MINI = Path(__file__).resolve().parents[1] / "data" / "coco-mini"
@@ -57,17 +57,21 @@ def test_evaluate_on_synthetic_scenes_finds_the_pasted_photos(effnet_onnx, synth
     model.write_bytes(effnet_onnx.read_bytes())
     out = tmp_path / "report"
     m = evaluate(synthetic_coco, model, mode=mode, out_dir=out, progress=False)
-    assert set(m) >= {"AP", "AP50", "AP75", "per_class", "classes_evaluated", "classes_excluded", "images",
-                      "model", "recipe"}
-    assert m["classes_evaluated"] == ["cat", "cup"] and "person" in m["classes_excluded"]
-    assert m["images"] == 6
+    assert m.classes_evaluated == ["cat", "cup"] and "person" in m.classes_excluded
+    assert m.images == 6 and m.recipe == "slidewin" and m.mode == mode
     # Photos pasted on plain backgrounds are found (a broken category mapping or box conversion
     # gives 0). The defaults are tuned for recall on COCO photos (small windows), so in patch
     # mode these large pasted photos score AP50 ~0.19 and in dense mode over 0.3.
-    assert m["AP50"] > 0.1, m
-    assert 0 <= m["AP"] <= m["AP50"] <= 1
-    written = json.loads((out / "metrics.json").read_text())
-    assert written["AP50"] == pytest.approx(m["AP50"])
+    assert m.AP50 > 0.1, m
+    assert 0 <= m.AP <= m.AP50 <= 1
+    text = (out / "metrics.json").read_text()
+    # metrics.json is the result, its keys in the order they have always had
+    assert text == json.dumps(m.to_json(), indent=2) + "\n"
+    assert json.dumps(EvalResult.from_json(json.loads(text)).to_json(), indent=2) + "\n" == text
+    assert list(json.loads(text)) == [
+        "AP", "AP50", "AP75", "per_class", "classes_evaluated", "classes_excluded", "recall50", "recall75", "AR100",
+        "AR1000", "recall", "images", "image_errors", "model", "recipe", "mode", "config", "proposals", "detections",
+        "candidates_per_image", "seconds", "seconds_per_image", "stage_seconds_per_image"]
     assert (out / "report.md").read_text().startswith("# Evaluation")
     assert (out / "pr_curve.png").stat().st_size > 1000
     assert list((out / "examples").glob("*.jpg"))
@@ -78,8 +82,8 @@ def test_tutorial_recipe_is_worse_than_slidewin_on_the_same_scenes(effnet_onnx, 
     model.write_bytes(effnet_onnx.read_bytes())
     ours = evaluate(synthetic_coco, model, mode="dense", progress=False)
     tut = evaluate(synthetic_coco, model, mode="dense", recipe="tutorial", progress=False)
-    assert tut["recipe"] == "tutorial" and tut["config"]["scoring"] == "top1"
-    assert ours["AP50"] >= tut["AP50"]
+    assert tut.recipe == "tutorial" and tut.config["scoring"] == "top1"
+    assert ours.AP50 >= tut.AP50
 
 
 def test_random_weights_are_refused(resnet50_random_onnx, synthetic_coco, capsys):
@@ -109,9 +113,10 @@ def test_real_coco_photos_run_with_real_categories(effnet_onnx, tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(effnet_onnx.read_bytes())
     m = evaluate(COCO_MINI, model, mode="dense", limit=8, progress=False)
-    assert m["images"] == 8
-    assert "person" in m["classes_excluded"] and "cat" in m["classes_evaluated"]
-    assert 0 <= m["AP"] <= 1
+    assert m.images == 8
+    # coco-mini's 12 photos have cars and no cats: a category without boxes is excluded, said so
+    assert "person" in m.classes_excluded and "car" in m.classes_evaluated and "cat" in m.classes_excluded
+    assert 0 <= m.AP <= 1
 
 
 def test_evaluate_reports_recall_of_windows_and_proposals(effnet_onnx, synthetic_coco, tmp_path):
@@ -124,13 +129,12 @@ def test_evaluate_reports_recall_of_windows_and_proposals(effnet_onnx, synthetic
     out = tmp_path / "report"
     props = evaluate(synthetic_coco, model, limit=2, progress=False, proposals=single, out_dir=out)
     for m in (windows, props):
-        assert {"AP", "AP50", "AP75", "recall50", "recall75", "AR100", "AR1000"} <= set(m)
-        assert 0 <= m["AR100"] <= m["AR1000"] <= 1 and 0 <= m["recall75"] <= m["recall50"] <= 1
-        assert m["recall"]["ground_truth_boxes"] == 2 and m["candidates_per_image"] > 0
-    assert props["proposals"]["method"] == "selective-search-single" and windows["proposals"] == "windows"
-    assert "proposals" in props["stage_seconds_per_image"]
+        assert 0 <= m.AR100 <= m.AR1000 <= 1 and 0 <= m.recall75 <= m.recall50 <= 1
+        assert m.recall["ground_truth_boxes"] == 2 and m.candidates_per_image > 0
+    assert props.proposals["method"] == "selective-search-single" and windows.proposals == "windows"
+    assert "proposals" in props.stage_seconds_per_image
     # the pasted photos are rectangles: selective search boxes them (almost) exactly, windows only roughly
-    assert props["recall75"] == 1.0 and props["AR1000"] > windows["AR1000"], (props["AR1000"], windows["AR1000"])
+    assert props.recall75 == 1.0 and props.AR1000 > windows.AR1000, (props.AR1000, windows.AR1000)
     assert (out / "recall.png").stat().st_size > 1000 and "AR@100" in (out / "report.md").read_text()
 
 
