@@ -223,3 +223,22 @@ def test_application_detect_runs(application, capsys):
 @pytest.mark.slow
 def test_keras_resnet50_records_caffe(resnet50_random_onnx):
     assert read_meta(resnet50_random_onnx).preprocessing == PRESETS["caffe"]
+
+
+@pytest.mark.slow
+def test_application_dense_map_is_the_classifier_on_the_whole_input(application, tmp_path):
+    """The dense form of a Keras model (tf2onnx's graph: NHWC, ReduceMean or GlobalAveragePool):
+    where the window is the whole input, its one cell equals the classifier (1e-4)."""
+    import os
+
+    from slidewin.runtime.classifier import Classifier
+    from slidewin.runtime.dense import DenseClassifier
+
+    _, _, out, side = application
+    model = tmp_path / "m.onnx"
+    os.link(out, model)                      # the dense form is cached beside the model: here, not in the cache
+    clf = Classifier(model, device="cpu")
+    x = images(2, (side, side))
+    dense = DenseClassifier(clf)
+    cells = np.stack([dense.predict_map(im)[0, 0] for im in x])
+    np.testing.assert_allclose(cells, clf.predict(x), atol=1e-4)

