@@ -94,7 +94,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     _add_preprocess_arguments(onnx_)
     onnx_.add_argument("--input-size", metavar="HxW",
                        help="the size the model was trained at; needed only when the graph leaves it open")
-    onnx_.add_argument("--outputs", choices=["logits", "probabilities"],
+    onnx_.add_argument("--outputs", choices=["logits", "probabilities"],  # not the contract's name
                        help="what the model outputs (default: detected; rows summing to 1 are probabilities)")
     onnx_.add_argument("--layout", choices=["NCHW", "NHWC"],
                        help="the input layout (default: read from the graph, the axis of size 3)")

@@ -35,7 +35,7 @@ from ._common import (
 from .graph import Layout, RawSignature, describe_io, inspect_raw, meta_of, preprocess_for_raw, to_slidewin_classifier
 from .labels import labels_for
 
-LOGITS, PROBABILITIES = "logits", "probabilities"
+LOGITS, PROBABILITIES = "logits", "probabilities"  # not the contract's name
 
 
 def parse_input_size(text: str | None) -> tuple[int, int] | None:
@@ -142,7 +142,7 @@ def export_onnx(
         preprocessing: the convention the model was trained with (required).
         labels_file: one label per line, one per output; optional for 1000 outputs (ImageNet-1k).
         input_size: ``(H, W)``; needed only where the graph leaves the size open.
-        outputs: ``"logits"`` / ``"probabilities"``, or None to detect (rows summing to 1).
+        outputs: ``"logits"`` / ``"probabilities"``, or None to detect (rows summing to 1).  # not the contract's name
         layout: ``"NCHW"`` / ``"NHWC"``, or None to detect (the axis of size 3).
         architecture: recorded in the metadata (default: the file's stem).
 
@@ -180,7 +180,7 @@ def export_onnx(
     labels, label_set = labels_for(num_classes, labels_file, model_path)
 
     logits = (outputs == LOGITS) if outputs else not looks_like_probabilities(raw_ref)
-    progress(f"model outputs {'logits: appending Softmax' if logits else 'probabilities'}"
+    progress(f"model outputs {'logits: appending Softmax' if logits else 'probabilities'}"  # not the contract's name
              + ("" if outputs else " (detected; --outputs overrides)"))
     ref = softmax(raw_ref) if logits else raw_ref
 

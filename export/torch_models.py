@@ -481,7 +481,7 @@ def load_timm(arch: str, weights: Path, labels_file: Path | None = None,
     num_classes = int(sd[key].shape[0])
     labels, label_set = _labels_for(num_classes, labels_file, weights)
 
-    native = tuple(int(v) for v in cfg.get("input_size", (3, 224, 224))[1:])
+    native = tuple(int(v) for v in cfg.get("input_size", (3, 224, 224))[1:])  # not the contract's name
     hw = _input_hw(input_size, native)
     if cfg.get("fixed_input_size") and hw != native:
         raise SlidewinError(f"timm {arch} takes only {native[0]}x{native[1]} input, not {hw[0]}x{hw[1]}")

@@ -21,6 +21,11 @@ def _distinctive() -> set[str]:
                                                                     LabelSet.IMAGENET_1K.value}
 
 
+#: A line that spells a contract word for another meaning (the user's word "probabilities" in
+#: ``export onnx --outputs``, timm's own ``input_size`` key) says so at its end.
+_HOMONYM = "# not the contract's name"
+
+
 def test_no_contract_string_is_spelled_outside_the_contract_module():
     pattern = re.compile(r"""["'](%s)["']""" % "|".join(map(re.escape, sorted(_distinctive()))))
     found = []
@@ -29,7 +34,7 @@ def test_no_contract_string_is_spelled_outside_the_contract_module():
             if path == CONTRACT:
                 continue
             for n, line in enumerate(path.read_text().splitlines(), 1):
-                if pattern.search(line):
+                if pattern.search(line) and not line.rstrip().endswith(_HOMONYM):
                     found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not found, "\n".join(found)
 
