@@ -174,9 +174,7 @@ def _special_kind(path: Path) -> str | None:
         mode = os.stat(path).st_mode
     except OSError:
         return None
-    if stat.S_ISREG(mode):
-        return None
-    return {stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(mode), "a special file")
+    return None if stat.S_ISREG(mode) else _kind(mode)
 
 
 def _same_file(a: Path, b: Path) -> bool:
