@@ -354,6 +354,16 @@ def _is_pil_image(image) -> bool:
     return any(t.__module__.startswith("PIL.") and t.__name__ == "Image" for t in type(image).__mro__)
 
 
+def _pil_orientation(image) -> int:
+    """A PIL image's EXIF orientation (1 when it has none or it cannot be read): ``Image.open``
+    keeps pixels as stored, and viewers, like `load_image`, show them turned."""
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block is no orientation, as for files
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def _array_to_rgb(image: np.ndarray, order: str | None, convert: bool) -> np.ndarray:
     """A uint8 array (H, W, 3|4) or (H, W[, 1]) -> uint8 RGB (H, W, 3); the same array when it
     already is one and no conversion is asked for."""
@@ -383,7 +393,8 @@ def as_rgb(image, *, bgr: bool | None = None, channels: str | None = None, conve
     - a path (``str`` or ``os.PathLike``): read with `load_image`, so a file that is not an
       image is the same one-line `ImageError` as on the command line;
     - encoded image bytes (a file's content): `decode_image`;
-    - a PIL image: converted to RGB (PIL is not imported here unless the caller did);
+    - a PIL image: converted to RGB and turned by its EXIF orientation, as a file is (PIL is
+      not imported here unless the caller did);
     - a NumPy uint8 array (H, W, 3): RGB unless ``bgr=True`` or ``channels="bgr"`` says
       otherwise, as OpenCV's ``cv2.imread`` returns::
 
@@ -421,7 +432,8 @@ def as_rgb(image, *, bgr: bool | None = None, channels: str | None = None, conve
     if _is_pil_image(image):
         if image.width * image.height > max_pixels:
             raise ImageError(_too_large((image.width, image.height), max_pixels))
-        return np.ascontiguousarray(np.asarray(image if image.mode == "RGB" else image.convert("RGB")))
+        rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        return np.ascontiguousarray(apply_orientation(rgb, _pil_orientation(image)))
     raise ImageError(f"cannot read an image from a {type(image).__name__}: give a path, a PIL image "
                      "or a uint8 (H, W, 3) NumPy array")
 

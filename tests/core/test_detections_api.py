@@ -210,6 +210,29 @@ def test_pil_images_of_other_modes_are_converted():
     assert as_rgb(rgba)[0, 0].tolist() == [10, 20, 30] and as_rgb(Image.new("L", (5, 4), 7)).shape == (4, 5, 3)
 
 
+def test_a_pil_image_is_turned_by_its_exif_orientation_as_the_same_file_is(tmp_path):
+    """``Image.open`` keeps a JPEG's pixels as stored; the file path is loaded turned. Both give
+    the picture a viewer shows, so one photo gives the same boxes whichever way it is passed."""
+    from PIL import Image
+
+    from slidewin.io.images import as_rgb
+
+    stored = np.zeros((10, 20, 3), np.uint8)
+    stored[:, :5] = (250, 10, 10)  # a red band on the stored left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    path = tmp_path / "turned.jpg"
+    Image.fromarray(stored).save(path, quality=95, exif=exif)
+    with Image.open(path) as im:
+        assert im.size == (20, 10)  # PIL: as stored
+        from_pil = as_rgb(im)
+    from_file = as_rgb(path)
+    assert from_pil.shape == from_file.shape == (20, 10, 3)
+    assert from_pil[:5, :, 0].mean() > 200 and from_pil[-5:, :, 0].mean() < 60  # the band is now on top
+    assert np.abs(from_pil.astype(int) - from_file).max() <= 2
+    assert as_rgb(Image.fromarray(stored)).shape == (10, 20, 3)  # no EXIF: as it is
+
+
 @pytest.mark.parametrize("module, name", [("slidewin.runtime.region", "FasterRCNNDetector"),
                                           ("slidewin.pipeline.detector", "ClassifierDetector"),
                                           ("slidewin.pipeline.sliding", "SlidingWindowDetector"),
