@@ -1,10 +1,17 @@
 """Drawing `Detections` on an image: a fixed palette by class id, labels that stay inside the
 image and off each other, and title bars whose text fits.
 
-Colours come from Kelly's 22 colours of maximum contrast (1965) without white and black: each
-colour differs from the one before it as much as the set allows, so classes with neighbouring
-ids never share or nearly share a colour (hashing the label name gave cat and laptop the same
-hue). Class ``i`` gets ``PALETTE[i % len(PALETTE)]`` in every picture of a run.
+Colours are a fixed palette of 80, one per class id up to COCO's 80 categories, so that no two
+classes of a COCO picture share or nearly share a colour (hashing the label name gave cat and
+laptop the same hue; Kelly's 20 alone, repeated, gave person and dining table the same yellow).
+The first 20 are Kelly's colours of maximum contrast (1965) without white and black, in his
+order; the other 60 were picked from the sRGB cube (a 15-step grid, CIELAB lightness 32-90, so
+that both the colour and its label text read) farthest-first in CIELAB from all those before,
+then ordered so that neighbouring ids differ by more than 30 (Delta E 1976). Any two of the 80
+differ by at least 15, the distance of Kelly's own closest pair (tests/io/test_drawing.py). Ids
+past 80 (an ImageNet model with every label a target) take the colour of ``id % 80`` made
+darker or lighter by 9-36 lightness units, a different step per round of 80, so ids 80-320
+apart differ too.
 
 Labels are placed greedily, strongest box first: above the box, else inside its top, else below
 it, else inside its bottom, shifted sideways to stay inside the image; where all four collide
@@ -15,6 +22,7 @@ every box, so no box line crosses a label.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import islice
 
 import cv2
@@ -22,20 +30,48 @@ import numpy as np
 
 from slidewin.core.detections import Detections
 
-#: Kelly's colours of maximum contrast, in his order, without white and black (RGB).
+#: Kelly's colours of maximum contrast, in his order, without white and black, then 60 more spread
+#: out in CIELAB (see the module's docstring): one RGB colour per class id, 0-79.
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (243, 195, 0), (135, 86, 146), (243, 132, 0), (161, 202, 241), (190, 0, 50), (194, 178, 128),
     (132, 132, 130), (0, 136, 86), (230, 143, 172), (0, 103, 165), (249, 147, 121), (96, 78, 151),
     (246, 166, 0), (179, 68, 108), (220, 211, 0), (136, 45, 23), (141, 182, 0), (101, 69, 34),
     (226, 88, 34), (43, 61, 38),
+    (60, 225, 255), (75, 60, 195), (105, 150, 255), (255, 210, 210), (195, 90, 90), (30, 210, 45),
+    (120, 15, 165), (15, 150, 165), (120, 75, 90), (120, 180, 135), (165, 90, 255), (165, 105, 15),
+    (255, 15, 105), (180, 225, 210), (15, 105, 255), (0, 0, 255), (150, 240, 0), (255, 180, 105),
+    (30, 240, 225), (75, 255, 150), (0, 150, 30), (255, 105, 120), (0, 180, 165), (210, 180, 255),
+    (165, 150, 0), (255, 0, 60), (0, 255, 0), (90, 105, 0), (120, 45, 135), (60, 210, 150),
+    (60, 45, 225), (255, 165, 240), (240, 60, 195), (150, 120, 60), (240, 225, 120), (255, 120, 195),
+    (210, 75, 225), (0, 180, 255), (135, 135, 180), (255, 0, 0), (0, 90, 195), (105, 120, 75),
+    (45, 90, 105), (135, 105, 225), (195, 225, 105), (255, 0, 150), (180, 0, 0), (0, 90, 0),
+    (75, 150, 195), (180, 45, 150), (0, 105, 90), (225, 135, 255), (150, 240, 105), (210, 180, 210),
+    (120, 165, 75), (255, 0, 225), (180, 120, 105), (180, 30, 255), (180, 240, 165), (195, 0, 105),
 )
+#: Lightness steps (CIELAB L, 0-100) of the palette for ids 80-159, 160-239, 240-319 and 320-399,
+#: then again: every round differs from the palette and from the other rounds by at least 8 (Delta E).
+_ROUND_STEPS = (18, 36, 9, 27)
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def color_for(class_id: int) -> tuple[int, int, int]:
-    """The RGB colour of a class id (fixed: the same in every picture)."""
-    return PALETTE[int(class_id) % len(PALETTE)]
+    """The RGB colour of a class id (fixed: the same in every picture): ``PALETTE[class_id]`` for
+    ids 0-79, the colour of ``class_id % 80`` darker or lighter for ids past it."""
+    rounds, i = divmod(int(class_id), len(PALETTE))
+    if not rounds:
+        return PALETTE[i]
+    return _shifted(i, _ROUND_STEPS[(rounds - 1) % len(_ROUND_STEPS)])
+
+
+@lru_cache(maxsize=None)
+def _shifted(i: int, step: int) -> tuple[int, int, int]:
+    """``PALETTE[i]`` made ``step`` CIELAB lightness units darker if it is light, lighter if it is
+    dark (every palette colour has room for 36 either way that way: its lightness is 25-90)."""
+    lab = cv2.cvtColor(np.float32([[PALETTE[i]]]) / 255, cv2.COLOR_RGB2LAB)
+    lab[0, 0, 0] += -step if lab[0, 0, 0] > 56 else step
+    rgb = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)[0, 0]
+    return tuple(int(v) for v in np.clip(np.round(rgb * 255), 0, 255))
 
 
 def text_color_on(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
