@@ -18,14 +18,17 @@ class Progress:
     Args:
         enabled: show the bar (None: when stderr is a terminal). Without it, a line with the
             rate and the time left is printed every 30 s instead.
+        unit: what is counted, for the log lines (``frames`` for a video; the bar says ``img``
+            or the unit's first three letters). ``total`` None: not known (no time left said).
     """
 
-    def __init__(self, total: int, initial: int, enabled: bool | None = None):
+    def __init__(self, total: int | None, initial: int, enabled: bool | None = None, unit: str = "images"):
         from tqdm import tqdm
 
         share_lock_with_tqdm()  # the bar never writes while a decode captures stderr
-        self.total, self.initial = total, initial
-        self.bar = tqdm(total=total, initial=initial, unit="img", file=sys.stderr, dynamic_ncols=True,
+        self.total, self.initial, self.unit = total, initial, unit
+        self.bar = tqdm(total=total, initial=initial, unit="img" if unit == "images" else unit[:3],
+                        file=sys.stderr, dynamic_ncols=True,
                         disable=(not sys.stderr.isatty()) if enabled is None else not enabled, smoothing=0.1)
         self.t_start = self.last_log = time.perf_counter()
         self.done = 0
@@ -40,13 +43,15 @@ class Progress:
         self.done += 1
         self.bar.update()
         now = time.perf_counter()
-        left = self.total - self.initial - self.done
-        if self.bar.disable and now - self.last_log >= _LOG_EVERY_SECONDS and left > 0:
+        left = None if self.total is None else self.total - self.initial - self.done
+        if self.bar.disable and now - self.last_log >= _LOG_EVERY_SECONDS and (left is None or left > 0):
             self.last_log = now
             rate = self.done / (now - self.t_start)
+            done = f"{self.initial + self.done}" + ("" if self.total is None else f"/{self.total}")
+            eta = "" if left is None else f", about {left / rate / 60:.1f} min left"
             with STDERR_LOCK:
-                print(f"slidewin: {self.initial + self.done}/{self.total} images, {rate:.2f} img/s, "
-                      f"about {left / rate / 60:.1f} min left", file=sys.stderr, flush=True)
+                print(f"slidewin: {done} {self.unit}, {rate:.2f} {self.bar.unit}/s{eta}", file=sys.stderr,
+                      flush=True)
 
     def close(self) -> None:
         self.bar.close()

@@ -295,14 +295,16 @@ def open_run(inputs: list[Path], out_dir: Path, model: str | Path, resume: bool,
 
 def record_all(records: Generator[DetectionRecord, None, None], log: ResultsLog, summary: FolderSummary,
                progress: bool | None = None,
-               on_record: Callable[[int, DetectionRecord], None] | None = None) -> FolderSummary:
-    """Append each record to ``log`` as it comes, count it, show progress; then close ``log``.
+               on_record: Callable[[int, DetectionRecord], None] | None = None,
+               unit: str = "images") -> FolderSummary:
+    """Append each record to ``log`` as it comes, count it, show progress (``unit``: what the
+    records are of, see `Progress`); then close ``log``.
 
     Ctrl-C and SIGTERM stop the run between two records (never inside a write): the summary
     says ``interrupted`` and every line written is whole. ``records`` is closed on the way out,
     so whatever it holds (decode threads, a Ray dataset) is released.
     """
-    bar = Progress(summary.total, summary.skipped, progress)
+    bar = Progress(summary.total, summary.skipped, progress, unit)
     interrupts = _Interrupts()
     t_start = time.perf_counter()
     try:
