@@ -71,6 +71,10 @@ def _add_detect(sub) -> None:
     p.add_argument("--model", type=Path, required=True, help="ONNX model written by `slidewin export`")
     _add_out_image(p, "write the image with boxes drawn here")
     p.add_argument("--json", type=Path, default=None, help="write the detections as JSON here ('-' for stdout)")
+    p.add_argument("--heatmap", type=Path, default=None, metavar="FILE",
+                   help="one image: also write here where the classifier sees each class: the dense probability "
+                        "map of the 3 classes with the highest peak (all the --classes named, up to 6) blended over "
+                        "the photo in the boxes' colours, with a legend; needs a classifier with a dense form")
     g = p.add_argument_group("folders")
     g.add_argument("--out-dir", type=Path, default=None,
                    help="folder run: append one JSON line per image to OUT_DIR/results.jsonl")

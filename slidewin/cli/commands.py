@@ -108,13 +108,14 @@ def _open_detector(model_path: Path, config, classes, device: str, proposals=Non
 
 
 def run_detect(image_path: Path, detector, model_path: Path, convert: bool, out: Path | None,
-               json_path: Path | None, max_pixels: int | None = None) -> DetectionRecord:
-    """Detect in one image and write what was asked; returns its record."""
+               json_path: Path | None, max_pixels: int | None = None, heatmap: Path | None = None) -> DetectionRecord:
+    """Detect in one image and write what was asked (``heatmap``: the classifier's heat map,
+    `slidewin.apps.heatmap`); returns its record."""
     from slidewin.apps.folder.records import DetectionRecord
     from slidewin.io.drawing import draw_detections
     from slidewin.io.images import save_image
 
-    check_outputs({"--out-image": out, "--json": json_path}, (image_path, model_path))
+    check_outputs({"--out-image": out, "--json": json_path, "--heatmap": heatmap}, (image_path, model_path))
     t0 = time.perf_counter()
     image = _load(image_path, convert, max_pixels)
     decode = time.perf_counter() - t0
@@ -122,6 +123,10 @@ def run_detect(image_path: Path, detector, model_path: Path, convert: bool, out:
     record = DetectionRecord.of(image_path, image, model_path, dets, detector.last_stats, decode)
     if out is not None:
         save_image(out, draw_detections(image, dets))
+    if heatmap is not None:
+        from slidewin.apps.heatmap import write_heatmap
+
+        write_heatmap(heatmap, detector, image)
     if json_path is not None:
         write_json(json_path, record.to_json())
     return record
@@ -143,6 +148,10 @@ def cmd_detect(args) -> int:
 
     images, engine = args.image, Engine(args.engine)
     _check_engine_flags(args, engine)
+    if args.heatmap is not None:  # one image file, a model with a dense form: said before any work
+        from slidewin.apps.heatmap import check_heatmap_request
+
+        check_heatmap_request(args.heatmap, images, args.out_dir, args.model, args.device)
     if engine is Engine.LOCAL and any(is_uri(i) for i in images):
         raise SlidewinError(f"{next(i for i in images if is_uri(i))}: URIs are read through Ray: add --engine ray "
                             "--out-dir OUT")
@@ -153,14 +162,16 @@ def cmd_detect(args) -> int:
                         ("--prefetch", args.prefetch), ("--format", args.format)):
         if value:
             raise SlidewinError(f"{flag} is for folder runs: add --out-dir OUT")
-    check_outputs({"--out-image": args.out_image, "--json": args.json}, (images[0], args.model))  # before any work
+    check_outputs({"--out-image": args.out_image, "--json": args.json, "--heatmap": args.heatmap},
+                  (images[0], args.model))  # before any work
     proposals = proposal_config(args)  # first: refuses the flags the detector would not use
     detector = _open_detector(args.model, detector_config(args), args.classes, args.device, proposals)
     to = _report_stream(args.json)
     say(f"model: {model_header(detector.meta)}", file=to)
-    record = run_detect(images[0], detector, args.model, args.convert, args.out_image, args.json, args.max_pixels)
+    record = run_detect(images[0], detector, args.model, args.convert, args.out_image, args.json, args.max_pixels,
+                        args.heatmap)
     print_detections(record, detector.last_stats.unit, file=to)
-    for what, path in (("image", args.out_image), ("json", args.json)):
+    for what, path in (("image", args.out_image), ("json", args.json), ("heatmap", args.heatmap)):
         if path is not None and str(path) != "-":
             say(f"wrote {what}: {path}", file=to)
     return 0
