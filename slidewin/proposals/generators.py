@@ -12,12 +12,26 @@ best first, the same boxes every time for the same image. Two kinds:
 - **windows**: the sliding-window grid itself (`slidewin.pipeline.regions.WindowGrid`, the one
   window planner), so that windows and proposals are measured on the same terms.
 
+Selective search costs time and memory that grow faster than the pixel count, and worse on long
+thin images (measured, one core: 2 s and 0.1 GB at 640x422, 19 s at 1280x844, 51 s at 1920x1266;
+a 4000x100 strip of 0.4 MP 12 s, 8000x100 51 s and 0.6 GB), so it runs on a *working copy*
+(`working_plan`): the photo scaled down to at most `WORK_PIXELS` pixels (about 640x480, a
+COCO photo's size), its short side kept at `MIN_WORK_SIDE` pixels where that budget would make
+a strip thinner (up to `STRIP_PIXELS` times that budget), and a copy longer than `MAX_ASPECT` times
+its short side cut into overlapping tiles of that shape (each overlapping the next by its short
+side, so that an object up to the strip's height lies whole in one tile). The boxes are mapped
+back to the photo's pixels, ranked, and at most `MAX_REGIONS` kept, so time, memory and the
+region count are bounded by the working size whatever the photo; scoring still uses the photo
+at full resolution. The recall this costs is measured in docs/quality.md (benchmarks/quality/
+ss_working_size.py).
+
 `clean_proposals` does what every generator's output needs: clip to the image, drop boxes
 smaller than a minimum side, drop exact duplicates, keep the first ``max_count``.
 """
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 
 import cv2
@@ -35,6 +49,20 @@ class ProposalMethod(StrEnum):
     SELECTIVE_SEARCH_FAST = "selective-search-fast"
     SELECTIVE_SEARCH_SINGLE = "selective-search-single"
 
+
+#: Selective search runs on a copy of the photo scaled to at most this many pixels (640x480: COCO
+#: photos run at their own size); chosen from the recall and time measured in docs/quality.md.
+WORK_PIXELS = 640 * 480
+#: The working copy's short side is kept at least this many pixels when `WORK_PIXELS` would make
+#: it thinner (a 30000x200 strip would become 6788x45) ...
+MIN_WORK_SIDE = 64
+#: ... as long as the copy stays within this many times `WORK_PIXELS` (past it the short side
+#: shrinks too).
+STRIP_PIXELS = 4
+#: A working copy longer than this many times its short side is searched in tiles of that shape.
+MAX_ASPECT = 4.0
+#: At most this many boxes (best ranked) are kept from one photo, whatever its tiles gave.
+MAX_REGIONS = 20_000
 
 _SS_MODES = {
     ProposalMethod.SELECTIVE_SEARCH: "switchToSelectiveSearchQuality",
@@ -62,11 +90,53 @@ def clean_proposals(xyxy: np.ndarray, image_hw: tuple[int, int], min_size: float
     return b[:max_count] if max_count is not None else b
 
 
+def working_size(image_hw: tuple[int, int], work_pixels: int | None = WORK_PIXELS) -> tuple[int, int]:
+    """(height, width) of the copy selective search runs on: the image scaled (never up) to at most
+    ``work_pixels`` pixels, its short side kept at `MIN_WORK_SIDE` (or the image's) as long as the
+    copy stays within `STRIP_PIXELS` times ``work_pixels``. ``work_pixels`` None: the image's own
+    size."""
+    h, w = image_hw
+    if work_pixels is None or h * w <= work_pixels:
+        return h, w
+    scale = math.sqrt(work_pixels / (h * w))
+    short = min(h, w)
+    if short * scale < MIN_WORK_SIDE:  # a strip: keep its height (width) rather than its pixel budget
+        scale = max(scale, min(1.0, MIN_WORK_SIDE / short, math.sqrt(STRIP_PIXELS * work_pixels / (h * w))))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def tile_spans(length: int, short: int, max_aspect: float = MAX_ASPECT) -> list[tuple[int, int]]:
+    """``[start, end)`` spans along an axis ``length`` long of tiles at most ``max_aspect * short``
+    long, each overlapping the next by ``short`` (so that anything up to ``short`` long lies whole
+    in one tile); one span when the axis is short enough."""
+    tile = max(short + 1, int(max_aspect * short))
+    if length <= tile:
+        return [(0, length)]
+    step = tile - short
+    starts = list(range(0, length - tile, step)) + [length - tile]
+    return [(a, a + tile) for a in starts]
+
+
+def working_plan(image_hw: tuple[int, int], work_pixels: int | None = WORK_PIXELS
+                 ) -> tuple[tuple[int, int], list[tuple[int, int, int, int]]]:
+    """The working copy's size (`working_size`) and its tiles ``(y0, y1, x0, x1)`` in working
+    pixels: one tile unless it is longer than `MAX_ASPECT` times its short side (`tile_spans`).
+    ``work_pixels`` None: the image itself in one piece (unbounded; for comparison)."""
+    wh, ww = working_size(image_hw, work_pixels)
+    if work_pixels is None:
+        return (wh, ww), [(0, wh, 0, ww)]
+    if ww >= wh:
+        return (wh, ww), [(0, wh, x0, x1) for x0, x1 in tile_spans(ww, wh)]
+    return (wh, ww), [(y0, y1, 0, ww) for y0, y1 in tile_spans(wh, ww)]
+
+
 class SelectiveSearch:
     """OpenCV's selective search as a generator.
 
     Args:
         method: one of the ``selective-search*`` `ProposalMethod` values.
+        work_pixels: search a copy of at most this many pixels, tiled when long and thin
+            (`working_plan`; None: the photo itself, untiled, whatever its size: unbounded).
 
     The boxes are the same for the same image, and so is their order: see `rank_proposals`. It
     runs on one thread (``cv2.setNumThreads`` does not change it) and releases the GIL, so it runs
@@ -78,9 +148,9 @@ class SelectiveSearch:
     gives_plan = False  # boxes only: a plan scorer (patch, dense) cannot score them
 
     def __init__(self, method: ProposalMethod | str = ProposalMethod.SELECTIVE_SEARCH_FAST,
-                 min_size: float = 16.0, max_proposals: int | None = 2000):
+                 min_size: float = 16.0, max_proposals: int | None = 2000, work_pixels: int | None = WORK_PIXELS):
         self.method = ProposalMethod(method)
-        self.min_size, self.max_proposals = min_size, max_proposals
+        self.min_size, self.max_proposals, self.work_pixels = min_size, max_proposals, work_pixels
         if self.method not in _SS_MODES:
             raise ValueError(f"{self.method} is not a selective-search method")
         if not hasattr(cv2, "ximgproc"):  # a plain OpenCV wheel: no contrib modules
@@ -94,15 +164,31 @@ class SelectiveSearch:
         return clean_proposals(self(image), image.shape[:2], self.min_size, self.max_proposals)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        """uint8 RGB (H, W, 3) -> float32 (K, 4) xyxy, best first (as OpenCV gives them, ranked)."""
+        """uint8 RGB (H, W, 3) -> float32 (K, 4) xyxy in the image's pixels, best first (ranked by
+        `rank_proposals`), at most `MAX_REGIONS`: found on the working copy (`working_plan`)."""
+        h, w = image.shape[:2]
+        (wh, ww), tiles = working_plan((h, w), self.work_pixels)
+        work = image if (wh, ww) == (h, w) else cv2.resize(image, (ww, wh), interpolation=cv2.INTER_AREA)
+        found = []
+        for y0, y1, x0, x1 in tiles:
+            boxes = self._search(work[y0:y1, x0:x1])
+            found.append(boxes + np.array([x0, y0, x0, y0], np.float32))
+        xyxy = np.concatenate(found) if found else np.zeros((0, 4), np.float32)
+        if (wh, ww) != (h, w):
+            xyxy *= np.array([w / ww, h / wh, w / ww, h / wh], np.float32)
+            np.minimum(xyxy, np.array([w, h, w, h], np.float32), out=xyxy)
+        return rank_proposals(xyxy)[:MAX_REGIONS]
+
+    def _search(self, image: np.ndarray) -> np.ndarray:
+        """OpenCV's boxes for one uint8 RGB image or tile: float32 (K, 4) xyxy, in its order."""
         ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
-        ss.setBaseImage(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        ss.setBaseImage(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
         getattr(ss, _SS_MODES[self.method])()
         rects = ss.process()
         if rects is None or len(rects) == 0:
             return np.zeros((0, 4), np.float32)
         r = np.asarray(rects, np.float32).reshape(-1, 4)  # x, y, w, h
-        return rank_proposals(np.stack([r[:, 0], r[:, 1], r[:, 0] + r[:, 2], r[:, 1] + r[:, 3]], axis=1))
+        return np.stack([r[:, 0], r[:, 1], r[:, 0] + r[:, 2], r[:, 1] + r[:, 3]], axis=1)
 
 
 def rank_proposals(xyxy: np.ndarray) -> np.ndarray:
