@@ -44,8 +44,10 @@ def _add_classify(sub) -> None:
     from slidewin.cli import commands as c
     from slidewin.cli.options import add_convert_arg, add_device_arg, count
 
-    p = sub.add_parser("classify", help="top-k labels of a whole image")
-    p.add_argument("image", type=Path)
+    p = sub.add_parser("classify", help="top-k labels of whole images, one block per image")
+    p.add_argument("image", type=Path, nargs="+", metavar="IMAGE",
+                   help="one or more photos ('-' reads one from stdin); a bad one is said in one line, the others "
+                        "are still classified, and the exit code is non-zero")
     p.add_argument("--model", type=Path, required=True, help="classifier ONNX written by `slidewin export`")
     p.add_argument("--top-k", type=count(1), default=5, metavar="K",
                    help="how many labels to print, most probable first (default %(default)s)")
@@ -67,7 +69,9 @@ def _add_detect(sub) -> None:
                     "--resume continues it. --engine ray runs a folder on a Ray cluster, same results.")
     p.add_argument("image", type=source, nargs="+", metavar="IMAGE",
                    help="an image, a folder, or a glob such as 'photos/**/*.jpg' (quote it); with --engine ray "
-                        "also a folder or file URI such as s3://bucket/photos/")
+                        "also a folder or file URI such as s3://bucket/photos/; a video (.mp4, .avi, .mov, .mkv, "
+                        ".webm, ...): one JSON line per frame, --out-image writes the drawn video; - reads one "
+                        "image from stdin")
     p.add_argument("--model", type=Path, required=True, help="ONNX model written by `slidewin export`")
     _add_out_image(p, "write the image with boxes drawn here")
     p.add_argument("--json", type=Path, default=None, help="write the detections as JSON here ('-' for stdout)")
@@ -88,6 +92,8 @@ def _add_detect(sub) -> None:
                    help="also write the results as OUT_DIR/detections.coco.json (a COCO results file with COCO "
                         "category ids), OUT_DIR/yolo/<image stem>.txt with classes.txt, or OUT_DIR/detections.csv "
                         "(repeat for several); made from results.jsonl after the run")
+    g.add_argument("--every", type=count(1), default=None, metavar="N",
+                   help="video: detect in every Nth frame only (frames 0, N, 2N, ...; default 1)")
     g.add_argument("--prefetch", type=count(0), default=None, metavar="N",
                    help="images decoded ahead while the model runs (default 4; 0 decodes inline)")
     add_engine_args(p)

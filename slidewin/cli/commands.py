@@ -48,14 +48,9 @@ def check_outputs(outputs: dict[str, Path | None], inputs: tuple) -> None:
 
 
 def cmd_classify(args) -> int:
-    from slidewin.runtime.classifier import Classifier
+    from slidewin.cli.media import classify_many
 
-    clf = Classifier(args.model, device=args.device)
-    image = _load(args.image, args.convert)
-    say(f"{args.image}  ({model_header(clf.meta)})")
-    for rank, p in enumerate(clf.classify(image, top_k=args.top_k), 1):
-        say(f"{rank:>3}. {p.label:<30} {p.class_id:>5}  {p.probability:.4f}")
-    return 0
+    return classify_many(args)
 
 
 def model_header(meta) -> str:
@@ -148,6 +143,10 @@ def cmd_detect(args) -> int:
 
     images, engine = args.image, Engine(args.engine)
     _check_engine_flags(args, engine)
+    from slidewin.cli.media import detect_media  # a video, or - (stdin)
+
+    if (code := detect_media(args, engine)) is not None:
+        return code
     if args.heatmap is not None:  # one image file, a model with a dense form: said before any work
         from slidewin.apps.heatmap import check_heatmap_request
 
