@@ -28,11 +28,11 @@ FLOOR = 0.05
 FULL = 0.6
 #: The heat level outlined.
 EDGE = 0.5
-#: Image rows per band.
-BAND_PIXELS = 1 << 22
+#: Pixels per band of rows drawn at once (1 M: ~60 MB of float32 work arrays with three classes).
+BAND_PIXELS = 1 << 20
 
 
-def draw_heatmap(image: np.ndarray, heat) -> np.ndarray:
+def draw_heatmap(image: np.ndarray, heat, band_pixels: int = BAND_PIXELS) -> np.ndarray:
     """A uint8 RGB (H, W, 3) picture of ``heat`` (a `slidewin.apps.heatmap.Heat` of this image)
     blended over ``image``, with a legend.
 
@@ -40,6 +40,7 @@ def draw_heatmap(image: np.ndarray, heat) -> np.ndarray:
         image: uint8 RGB (H, W, 3).
         heat: anything with ``image_hw``, ``class_ids``, ``names``, ``peaks`` and ``rows(y0, y1)``
             -> float32 (y1 - y0, W, T) scores in [0, 1].
+        band_pixels: pixels drawn at a time (whole rows; the picture is the same for any value).
     """
     h, w = image.shape[:2]
     if tuple(heat.image_hw) != (h, w):
@@ -47,7 +48,7 @@ def draw_heatmap(image: np.ndarray, heat) -> np.ndarray:
     colours = np.float32([color_for(i) for i in heat.class_ids]).reshape(-1, 3)
     out = np.empty_like(image)
     line = Style.for_image((h, w)).thickness
-    band = max(1, BAND_PIXELS // max(w, 1))
+    band = max(1, band_pixels // max(w, 1))
     for y0 in range(0, h, band):
         # rows of context on each side, so that lines at the edges between bands are whole
         a, b = max(0, y0 - line), min(h, y0 + band + line)
