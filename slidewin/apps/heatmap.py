@@ -307,6 +307,8 @@ def check_heatmap_request(path: str | Path, inputs: list, out_dir, model: str | 
 
     from slidewin.apps.folder.inputs import is_folder_input
 
+    if str(path) == "-":
+        raise SlidewinError("--heatmap writes an image file: give its path (.png or .jpg), not -")
     suffix = Path(path).suffix.lower() or ".jpg"  # what `save_image` writes
     if not cv2.haveImageWriter(f"x{suffix}"):
         raise SlidewinError(f"--heatmap cannot write an image with suffix {suffix!r} (use .png or .jpg)", path)

@@ -107,13 +107,15 @@ def test_a_vision_transformer_is_refused_naming_the_model(torch_classifier, tmp_
     assert not out.exists()
 
 
-@pytest.mark.parametrize("case", ["suffix", "onto the photo", "folder", "out-dir", "several"])
+@pytest.mark.parametrize("case", ["suffix", "stdout", "onto the photo", "folder", "out-dir", "several"])
 def test_bad_heatmap_requests_get_one_line_before_any_work(case, effnet_onnx, tmp_path, capsys, one_line_error):
     photo = str(photo_path(DOG_PHOTO))
     heat, needle = str(tmp_path / "heat.png"), "one image file"
     inputs, extra = [photo], []
     if case == "suffix":
         heat, needle = str(tmp_path / "heat.txt"), "suffix '.txt'"
+    elif case == "stdout":
+        heat, needle = "-", "give its path"
     elif case == "onto the photo":
         heat, needle = photo, "would overwrite an input file"
     elif case == "folder":
