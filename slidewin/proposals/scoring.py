@@ -28,6 +28,7 @@ import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -154,6 +155,35 @@ def box_cells(boxes: np.ndarray, scale_xy: tuple[float, float], stride: int,
     return cells
 
 
+def feature_rows(level_side: int, input_side: int, stride: int, pool: int) -> tuple[int, int]:
+    """The least and most feature cells a dense form with this stride gives along a level side:
+    the windows of the input size it holds, ``(level - input) // stride + 1``, each ``pool`` cells,
+    at least (one fewer for rounding), and ``ceil(level / stride) + 1`` at most. Windows mode asks
+    the same of each aligned level exactly (`slidewin.pipeline.scorers.DenseScorer`)."""
+    return max(level_side - input_side, 0) // stride + pool - 1, -(-level_side // stride) + 1
+
+
+def check_feature_grid(grid_hw: tuple[int, int], level_hw: tuple[int, int], dense) -> None:
+    """Refuse, in one line naming the model, a feature map whose size does not fit the stride the
+    dense form states (its metadata lies, or is another model's): the boxes would be pooled from
+    the wrong cells, and a stride stated too small makes every level cost far more.
+
+    Raises:
+        SlidewinError: the map's size is outside `feature_rows` on either axis.
+    """
+    from slidewin.errors import SlidewinError
+
+    (rows, cols), (h, w) = grid_hw, level_hw
+    (in_h, in_w), (ph, pw), s = dense.classifier.input_hw, dense.pool_hw, dense.stride
+    (r0, r1), (c0, c1) = feature_rows(h, in_h, s, ph), feature_rows(w, in_w, s, pw)
+    if not (r0 <= rows <= r1 and c0 <= cols <= c1):
+        raise SlidewinError(
+            f"dense model gave a {rows}x{cols} feature map for a {h}x{w} image, where its stated stride of "
+            f"{s} px gives about {-(-h // s)}x{-(-w // s)} cells: its metadata does not fit its graph "
+            f"(dense form {Path(dense.path).name}; delete it to rebuild it, or use --proposal-scoring crops)",
+            dense.classifier.path)
+
+
 def summed_area(features: np.ndarray) -> np.ndarray:
     """Summed-area table of a (C, rows, cols) map: float64 (C, rows + 1, cols + 1), so that box sums
     keep full precision."""
@@ -210,6 +240,10 @@ class PooledScorer:
         self.fit, self.ring, self.contrast = fit, ring, contrast
         self.classifier = dense.classifier
         self.target = fit * float(math.sqrt(dense.classifier.input_hw[0] * dense.classifier.input_hw[1]))
+        # The stated stride checked once, on a blank image of twice the input size (one small pass),
+        # before any work: a stride off by a factor of 2 either way gives a map outside the range.
+        h, w = dense.classifier.input_hw
+        check_feature_grid(dense.feature_map(np.zeros((2 * h, 2 * w, 3), np.uint8)).shape[1:], (2 * h, 2 * w), dense)
 
     def levels(self, image_hw: tuple[int, int]) -> list[PooledLevel]:
         return pooled_levels(image_hw, self.dense.classifier.input_hw, self.max_scale, self.factor,
@@ -261,6 +295,7 @@ class PooledScorer:
             resized = resize_to(image, level.size_hw)
             t1 = time.perf_counter()
             features = self.dense.feature_map(resized)
+            check_feature_grid(features.shape[1:], level.size_hw, self.dense)
             t2 = time.perf_counter()
             scale_xy = (level.size_hw[1] / image.shape[1], level.size_hw[0] / image.shape[0])
             sat = summed_area(features)

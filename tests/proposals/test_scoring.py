@@ -107,3 +107,32 @@ def test_contrast_scores_by_hand():
     np.testing.assert_allclose(contrast_scores(box, ring, 2.0), [[0.2, 0.5], [0.0, 0.0]], atol=1e-7)
     np.testing.assert_allclose(contrast_scores(box, ring, 0.0), box)
     assert contrast_scores(box, ring, 3.0).dtype == np.float32
+
+
+@pytest.mark.parametrize("stated", [1, 8, 64])
+def test_a_dense_form_lying_about_its_stride_is_refused_in_one_line(tiny_conv, tmp_path, stated, save_rgb,
+                                                                     one_line_error, capsys):
+    """Issue 22: a dense form whose metadata states another stride than its graph has made pooled
+    scoring pool the wrong cells (and, stated small, cost far more). It is refused as windows mode
+    refuses a map of the wrong size: one line naming the model, before any work."""
+    import onnx
+
+    from slidewin.cli import main
+    from slidewin.core.contract import Key
+    from slidewin.errors import SlidewinError
+
+    dense = DenseClassifier(tiny_conv)
+    PooledScorer(dense)  # the truth passes
+    model = onnx.load(str(dense.path))
+    for p in model.metadata_props:
+        if p.key == Key.FEATURE_STRIDE:
+            p.value = str(stated)
+    onnx.save(model, str(dense.path))
+    lying = DenseClassifier(tiny_conv)
+    assert lying.path == dense.path and lying.stride == stated  # the rewritten form is the one in use
+    with pytest.raises(SlidewinError, match="stated stride of") as e:
+        PooledScorer(lying)
+    assert e.value.path == str(tiny_conv.path)
+    image = save_rgb(tmp_path / "scene.jpg", cv2.resize(np.full((60, 80, 3), 90, np.uint8), (400, 300)))
+    code = main(["detect", str(image), "--model", str(tiny_conv.path), "--proposals", "selective-search-single"])
+    one_line_error(capsys, code, tiny_conv.path.name, f"stated stride of {stated} px", "dense form")
