@@ -27,7 +27,8 @@ class Progress:
 
         share_lock_with_tqdm()  # the bar never writes while a decode captures stderr
         self.total, self.initial, self.unit = total, initial, unit
-        self.bar = tqdm(total=total, initial=initial, unit="img" if unit == "images" else unit[:3],
+        self.short_unit = "img" if unit == "images" else unit[:3]  # a disabled bar keeps no .unit
+        self.bar = tqdm(total=total, initial=initial, unit=self.short_unit,
                         file=sys.stderr, dynamic_ncols=True,
                         disable=(not sys.stderr.isatty()) if enabled is None else not enabled, smoothing=0.1)
         self.t_start = self.last_log = time.perf_counter()
@@ -50,7 +51,7 @@ class Progress:
             done = f"{self.initial + self.done}" + ("" if self.total is None else f"/{self.total}")
             eta = "" if left is None else f", about {left / rate / 60:.1f} min left"
             with STDERR_LOCK:
-                print(f"slidewin: {done} {self.unit}, {rate:.2f} {self.bar.unit}/s{eta}", file=sys.stderr,
+                print(f"slidewin: {done} {self.unit}, {rate:.2f} {self.short_unit}/s{eta}", file=sys.stderr,
                       flush=True)
 
     def close(self) -> None:
