@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from slidewin.apps.folder.records import DetectionRecord
+from slidewin.core.detections import Detections
 from slidewin.errors import ImageError, SlidewinError, printable
 from slidewin.io.images import DEFAULT_MAX_PIXELS
 from slidewin.io.stderr import captured_stderr
@@ -165,7 +166,11 @@ class VideoReader:
         if st.st_size == 0:
             raise ImageError("empty file (0 bytes)", self.path)
         with captured_stderr() as messages:
-            self.cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+            # One decoding thread: FFmpeg's frame threads print their complaints whenever they
+            # decode, after the capture of the frame they belong to has ended (unlabelled on the
+            # terminal, or in the wrong frame's record). Decoding one frame costs milliseconds
+            # against the detector's tens to hundreds.
+            self.cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
         if not self.cap.isOpened():
             self.cap.release()
             raise ImageError(f"cannot open video: not a video, or damaged{_decoder_says(messages)}", self.path)
@@ -376,9 +381,7 @@ def recorded_frames(results: Path, video: str | Path, base: str | Path | None) -
         os.close(fd)
 
 
-def _detections_of(records: list[dict], labels) -> "Detections":
-    from slidewin.core.detections import Detections
-
+def _detections_of(records: list[dict], labels) -> Detections:
     if not records:
         return Detections.empty(labels)
     return Detections(np.array([r["xyxy"] for r in records], np.float32), np.array([r["score"] for r in records]),

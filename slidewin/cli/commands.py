@@ -32,7 +32,13 @@ def _load(path: Path, convert: bool, max_pixels: int | None = None):
     from slidewin.io.images import DEFAULT_MAX_PIXELS, load_image
 
     notes: list[str] = []
-    image = load_image(path, convert=convert, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, notes=notes)
+    if str(path) == "-":  # one image from stdin, read no further than it may need
+        from slidewin.cli.media import read_stdin_image
+
+        image, _, notes = read_stdin_image(convert, max_pixels)
+        path = "<stdin>"
+    else:
+        image = load_image(path, convert=convert, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, notes=notes)
     for note in notes:
         say(f"slidewin: note: {path}: the decoder says {note!r}", file=sys.stderr)
     return image

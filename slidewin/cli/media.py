@@ -1,6 +1,6 @@
-"""The inputs beyond image files: ``detect`` on a video or on ``-`` (one image from stdin), and
-``classify`` on several photos. `slidewin.cli.commands` hands these over; the work is in
-`slidewin.apps.video` and `slidewin.io.stdin`."""
+"""The inputs beyond image files: ``detect`` on a video, ``-`` (one image from stdin) for
+``detect`` and ``classify``, and ``classify`` on several photos. `slidewin.cli.commands` hands
+these over; the work is in `slidewin.apps.video` and `slidewin.io.stdin`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ def is_stdin(path) -> bool:
 
 
 def detect_media(args, engine) -> int | None:
-    """Run ``detect`` on a video or on stdin; None when the inputs are image files (or folders)."""
+    """Run ``detect`` on a video; None when the inputs are image files, folders or ``-`` (stdin:
+    one image, which the one-image path reads through `read_stdin_image`), once the flags that
+    do not fit stdin are refused."""
     from slidewin.apps.folder.engines import Engine, is_uri
     from slidewin.apps.video import is_video
 
@@ -34,7 +36,15 @@ def detect_media(args, engine) -> int | None:
         raise SlidewinError(f"{first}: {'stdin' if stdin else 'a video'} is read alone: give it as the only input")
     if engine is Engine.RAY:
         raise SlidewinError("--engine ray runs folders of images; a video or stdin runs with --engine local")
-    return _detect_stdin(args) if stdin else _detect_video(args, Path(images[0]))
+    if args.every is not None and stdin:
+        raise SlidewinError("--every is for videos (it skips frames)")
+    if stdin:
+        _refuse(args, ("--out-dir", "--resume", "--retry-failed", "--draw", "--prefetch", "--format"),
+                "is for folder runs; - reads one image from stdin")
+        return None
+    if getattr(args, "heatmap", None) is not None:
+        raise SlidewinError("--heatmap is drawn for one image file, not a video", images[0])
+    return _detect_video(args, Path(images[0]))
 
 
 def _refuse(args, flags: tuple[str, ...], why: str) -> None:
@@ -59,45 +69,14 @@ def read_stdin_image(convert: bool, max_pixels: int | None):
     return image, time.perf_counter() - t0, notes
 
 
-def _detect_stdin(args) -> int:
-    from slidewin.apps.folder.records import DetectionRecord
-    from slidewin.cli.commands import (_open_detector, _report_stream, check_outputs, model_header, print_detections,
-                                       say, write_json)
-    from slidewin.cli.options import detector_config, proposal_config
-    from slidewin.io.drawing import draw_detections
-    from slidewin.io.images import save_image
-    from slidewin.io.stdin import STDIN_NAME
-
-    _refuse(args, ("--out-dir", "--resume", "--retry-failed", "--draw", "--prefetch", "--format"),
-            "is for folder runs; - reads one image from stdin")
-    check_outputs({"--out-image": args.out_image, "--json": args.json}, (args.model,))
-    image, decode, notes = read_stdin_image(args.convert, args.max_pixels)  # a bad input is said before the model loads
-    for note in notes:
-        say(f"slidewin: note: {STDIN_NAME}: the decoder says {note!r}", file=sys.stderr)
-    proposals = proposal_config(args)
-    detector = _open_detector(args.model, detector_config(args), args.classes, args.device, proposals)
-    to = _report_stream(args.json)
-    say(f"model: {model_header(detector.meta)}", file=to)
-    dets = detector.detect(image)
-    record = DetectionRecord.of(STDIN_NAME, image, args.model, dets, detector.last_stats, decode)
-    if args.out_image is not None:
-        save_image(args.out_image, draw_detections(image, dets))
-    if args.json is not None:
-        write_json(args.json, record.to_json())
-    print_detections(record, detector.last_stats.unit, file=to)
-    for what, path in (("image", args.out_image), ("json", args.json)):
-        if path is not None and str(path) != STDIN:
-            say(f"wrote {what}: {path}", file=to)
-    return 0
-
-
 def _detect_video(args, video: Path) -> int:
     """``detect clip.mp4``: one record per frame to ``--json`` (JSON Lines) or OUT/results.jsonl."""
     import shlex
 
     from slidewin.apps.folder.results_log import RESULTS_NAME
     from slidewin.apps.folder.run import SOME_FAILED_EXIT, _open_log, check_own_folders
-    from slidewin.apps.video import OUTPUT_SUFFIXES, JsonLines, describe, last_recorded_frame, recorded_frames, run_video
+    from slidewin.apps.video import (OUTPUT_SUFFIXES, JsonLines, describe, last_recorded_frame, recorded_frames,
+                                     run_video)
     from slidewin.cli.commands import _open_detector, _report_stream, _settings, check_outputs, model_header, say
     from slidewin.io.files import check_output_dir
 
@@ -191,13 +170,7 @@ def classify_many(args) -> int:
     header, failed, printed = model_header(clf.meta), None, False
     for path in args.image:
         try:
-            if is_stdin(path):
-                image, _, notes = read_stdin_image(args.convert, None)
-                for note in notes:
-                    say(f"slidewin: note: {STDIN_NAME}: the decoder says {note!r}", file=sys.stderr)
-                path = STDIN_NAME
-            else:
-                image = _load(path, args.convert)
+            image = _load(path, args.convert)
         except ImageError as e:
             say(f"slidewin: error: {one_line(e)}", file=sys.stderr)
             failed = failed or e
@@ -205,7 +178,7 @@ def classify_many(args) -> int:
         if printed:
             say("")
         printed = True
-        say(f"{path}  ({header})")
+        say(f"{STDIN_NAME if is_stdin(path) else path}  ({header})")
         for rank, p in enumerate(clf.classify(image, top_k=args.top_k), 1):
             say(f"{rank:>3}. {p.label:<30} {p.class_id:>5}  {p.probability:.4f}")
     return 0 if failed is None else failed.exit_code

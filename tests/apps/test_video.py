@@ -120,10 +120,11 @@ def test_a_stream_broken_mid_way_keeps_the_frames_before_it(clips, effnet_onnx, 
     err = capsys.readouterr().err
     records = jsonl(frames)
     assert "Traceback" not in err and [r["frame"] for r in records] == list(range(len(records)))
-    if code == 0:  # FFmpeg decoded every frame: what it said about the damage is in the records
+    lines = err.strip().splitlines()
+    if code == 0:  # FFmpeg decoded every frame: what it said about the damage is in the records, and one note
         assert len(records) == FRAMES and any(r.get("warnings") for r in records), err
+        assert len(lines) == 1 and str(bad) in lines[0] and "damaged data" in lines[0], err
     else:
-        lines = err.strip().splitlines()
         assert len(lines) == 1 and str(bad) in lines[0] and f"frame {len(records)} " in lines[0], err
 
 
@@ -208,7 +209,8 @@ def small_photo(tmp_path: Path) -> Path:
 
 
 def run_cli(args: list[str], stdin: bytes) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "slidewin", *args], input=stdin, capture_output=True, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "slidewin", *args], input=stdin, capture_output=True, cwd=ROOT,
+                          check=False)
 
 
 def test_detect_dash_reads_one_image_from_stdin(effnet_onnx, tmp_path):
@@ -218,8 +220,10 @@ def test_detect_dash_reads_one_image_from_stdin(effnet_onnx, tmp_path):
     assert piped.returncode == 0, piped.stderr
     from_file = run_cli(["detect", str(photo), *args], b"")
     record, expected = json.loads(piped.stdout), json.loads(from_file.stdout)
-    assert record["image"] == "<stdin>" and (record["width"], record["height"]) == SIZE
+    assert record["image"] == "-" and (record["width"], record["height"]) == SIZE
     assert record["detections"] == expected["detections"] and record["detections"]
+    classified = run_cli(["classify", "-", "--model", str(effnet_onnx), "--top-k", "1"], photo.read_bytes())
+    assert classified.returncode == 0 and classified.stdout.decode().startswith("<stdin>  ("), classified.stderr
 
 
 @pytest.mark.parametrize("data, needle", [
@@ -227,7 +231,7 @@ def test_detect_dash_reads_one_image_from_stdin(effnet_onnx, tmp_path):
     (b"", "empty input"),
 ])
 def test_detect_dash_with_garbage_is_one_line(effnet_onnx, data, needle):
-    proc = run_cli(["detect", "-", "--model", str(effnet_onnx)], data)
+    proc = run_cli(["detect", "-", "--model", str(effnet_onnx), "--mode", "dense"], data)
     lines = proc.stderr.decode().strip().splitlines()
     assert proc.returncode == 3 and len(lines) == 1 and "<stdin>" in lines[0] and needle in lines[0], lines
 
