@@ -199,6 +199,18 @@ def test_a_codec_that_cannot_be_written_falls_back_with_a_note(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["o.avi"]  # no temporary file left
 
 
+def test_progress_in_a_log_counts_frames_even_without_a_frame_count(monkeypatch, capsys):
+    from slidewin.apps.folder import progress
+
+    monkeypatch.setattr(progress, "_LOG_EVERY_SECONDS", 0.0)
+    bar = progress.Progress(None, 3, enabled=False, unit="frames")
+    bar.advance()
+    bar.advance()
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[-1].startswith("slidewin: 5 frames, ") and lines[-1].endswith(" frame/s"), lines
+
+
 # --- stdin -----------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ class Progress:
         enabled: show the bar (None: when stderr is a terminal). Without it, a line with the
             rate and the time left is printed every 30 s instead.
         unit: what is counted, for the log lines (``frames`` for a video; the bar says ``img``
-            or the unit's first three letters). ``total`` None: not known (no time left said).
+            or the unit in the singular). ``total`` None: not known (no time left said).
     """
 
     def __init__(self, total: int | None, initial: int, enabled: bool | None = None, unit: str = "images"):
@@ -27,7 +27,7 @@ class Progress:
 
         share_lock_with_tqdm()  # the bar never writes while a decode captures stderr
         self.total, self.initial, self.unit = total, initial, unit
-        self.short_unit = "img" if unit == "images" else unit[:3]  # a disabled bar keeps no .unit
+        self.short_unit = "img" if unit == "images" else unit.rstrip("s")  # a disabled bar keeps no .unit
         self.bar = tqdm(total=total, initial=initial, unit=self.short_unit,
                         file=sys.stderr, dynamic_ncols=True,
                         disable=(not sys.stderr.isatty()) if enabled is None else not enabled, smoothing=0.1)
