@@ -161,6 +161,28 @@ def test_out_dir_resume_continues_after_the_last_frame_and_redraws_the_whole_vid
     assert code != 0 and "every 1 -> 2" in capsys.readouterr().err  # other settings: refused
 
 
+def test_ctrl_c_keeps_whole_records_and_a_playable_video_and_says_how_to_resume(clips, effnet_onnx, tmp_path):
+    import signal
+    import time
+
+    clip, out = make_clip(tmp_path / "long.avi", "MJPG", frames=30), tmp_path / "out"
+    args = [*detect(clip, effnet_onnx, "--out-dir", out, "--draw")]
+    proc = subprocess.Popen([sys.executable, "-m", "slidewin", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    results, deadline = out / "results.jsonl", time.monotonic() + 120
+    while time.monotonic() < deadline and not (results.exists() and results.read_bytes().count(b"\n") >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    kept = jsonl(results)
+    assert proc.returncode == 130 and 2 <= len(kept) < 30, err
+    assert b"--resume" in err and b"Traceback" not in err
+    assert frames_of(out / "drawn" / "long.avi")[0] == len(kept)  # finalised with the frames recorded
+    assert main([*args, "--resume"]) == 0
+    assert [r["frame"] for r in jsonl(results)] == list(range(30))
+    assert frames_of(out / "drawn" / "long.avi")[0] == 30
+
+
 def test_video_flags_that_do_not_fit_are_one_line(clips, effnet_onnx, tmp_path, capsys, one_line_error):
     one_line_error(capsys, main(detect(clips["mp4"], effnet_onnx, "--out-image", tmp_path / "a.jpg")), "a.jpg",
                    ".mp4")
