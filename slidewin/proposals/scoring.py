@@ -36,6 +36,13 @@ import numpy as np
 from slidewin.core.detector import RunStats, Stage
 
 
+#: Pooled scoring's pyramid levels hold at most this many pixels (2048 x 2048), whatever the photo:
+#: one EfficientNet-Lite0 pass over it peaks at 1.0 GB (2.1 GB at 3072 x 3072, the dense tile), and
+#: every level of a COCO photo (3x its side: 1920 x 1280) fits. Boxes of larger levels are pooled
+#: at the nearest level that fits.
+POOLED_MAX_PIXELS = 2048 * 2048
+
+
 class ProposalScoring(StrEnum):
     """How proposals are scored (``--proposal-scoring``)."""
 
@@ -246,8 +253,12 @@ class PooledScorer:
         check_feature_grid(dense.feature_map(np.zeros((2 * h, 2 * w, 3), np.uint8)).shape[1:], (2 * h, 2 * w), dense)
 
     def levels(self, image_hw: tuple[int, int]) -> list[PooledLevel]:
-        return pooled_levels(image_hw, self.dense.classifier.input_hw, self.max_scale, self.factor,
-                             self.dense.max_tile ** 2 if self.dense.max_tile else 1 << 62)
+        """The pyramid, each level within `POOLED_MAX_PIXELS` (and the dense tile), but at least
+        the smallest level (the image about one network input)."""
+        tile = self.dense.max_tile ** 2 if self.dense.max_tile else POOLED_MAX_PIXELS
+        input_hw = self.dense.classifier.input_hw
+        levels = pooled_levels(image_hw, input_hw, self.max_scale, self.factor, min(tile, POOLED_MAX_PIXELS))
+        return levels or pooled_levels(image_hw, input_hw, self.max_scale, self.factor, 1 << 62)[-1:]
 
     @property
     def uses_ring(self) -> bool:
@@ -287,12 +298,22 @@ class PooledScorer:
         ring = np.zeros_like(pooled) if with_ring else None
         has_ring = np.zeros(len(boxes), bool)
         stats.levels = 0
+        # A photo larger than every level is shrunk once to the largest level that has boxes, and the
+        # smaller levels are made from that copy: each resize from a 12000x9000 photo reads 324 MB.
+        used = [lv for k, lv in enumerate(levels) if (which == k).any()]
+        source = image
+        if used and image.shape[0] * image.shape[1] > POOLED_MAX_PIXELS:
+            top = max(used, key=lambda lv: lv.size_hw[0] * lv.size_hw[1])
+            if top.size_hw[0] * top.size_hw[1] < image.shape[0] * image.shape[1]:
+                t0 = time.perf_counter()
+                source = resize_to(image, top.size_hw)
+                stats.add(Stage.PYRAMID, time.perf_counter() - t0)
         for k, level in enumerate(levels):
             mine = np.flatnonzero(which == k)
             if not len(mine):
                 continue
             t0 = time.perf_counter()
-            resized = resize_to(image, level.size_hw)
+            resized = resize_to(source, level.size_hw)
             t1 = time.perf_counter()
             features = self.dense.feature_map(resized)
             check_feature_grid(features.shape[1:], level.size_hw, self.dense)
