@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -175,22 +176,96 @@ def _add_demo(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    closed = reopen_closed_streams()
+    previous = _catch_sigint()
     try:
+        if "stdout" in closed:
+            print("slidewin: note: standard output is closed: what this command prints is discarded "
+                  "(the files it writes are still written)", file=sys.stderr)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         return args.func(args)
-    except KeyboardInterrupt:
-        print("slidewin: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # at any point, even while the parser imports the commands
+        return _interrupted()
     except BrokenPipeError:
         return 1
     except Exception as e:
+        if _sigint_seen:  # a C extension's import turned the interrupt into its own error
+            return _interrupted()
         if is_internal(e):  # a bug: still one line, but say so
             print(f"slidewin: {one_line(e)} (please report this)", file=sys.stderr)
             return 1
         print(f"slidewin: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code if isinstance(e, SlidewinError) else 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+_sigint_seen = False
+
+
+def _on_sigint(signum, frame) -> None:
+    """Python's own SIGINT handler, which also notes that the interrupt came: importing NumPy or
+    ONNX Runtime turns a KeyboardInterrupt raised inside it into ImportError('initialization
+    failed'), which is the user's Ctrl-C all the same, not a bug to report."""
+    global _sigint_seen
+    _sigint_seen = True
+    raise KeyboardInterrupt
+
+
+def _catch_sigint():
+    """Install `_on_sigint` in place of Python's default handler (from the main thread only); the
+    handler it replaced, or None."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return None  # an embedding program's own handler, or SIGINT ignored: left as it is
+    return signal.signal(signal.SIGINT, _on_sigint)
+
+
+def _interrupted() -> int:
+    try:
+        print("slidewin: interrupted", file=sys.stderr)
+    except (OSError, ValueError, KeyboardInterrupt):
+        pass
+    return 130
+
+
+def reopen_closed_streams() -> list[str]:
+    """Point a standard stream the caller closed (``>&-``, ``2>&-``) at the null device.
+
+    Otherwise the first file slidewin opens takes that descriptor: a decoder's message, or ONNX
+    Runtime's, would land in ``results.jsonl``, and ``print`` would fail on ``sys.stderr`` being
+    None. Now what would be printed there is discarded and every file is still written.
+
+    Returns:
+        The names of the streams that were closed (``stdin``, ``stdout``, ``stderr``).
+    """
+    closed = []
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            is_open = True
+        except OSError:
+            is_open = False
+        if is_open and getattr(sys, name) is not None:
+            continue
+        mode = "r" if fd == 0 else "w"
+        if is_open:  # Python found it closed at start, and a file has taken it since: leave that file alone
+            stream = open(os.devnull, mode, errors="backslashreplace")
+        else:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            stream = open(fd, mode, closefd=False, errors="backslashreplace")
+        setattr(sys, name, stream)
+        closed.append(name)
+    return closed
 
 
 def entry() -> None:
@@ -203,10 +278,13 @@ def entry() -> None:
     streams and leaves with ``os._exit``, unless the normal shutdown still has work to do
     (`_teardown_needed`).
     """
-    code = main()
+    code = 1
     try:
+        code = main()
         sys.stdout.flush()
         sys.stderr.flush()
+    except KeyboardInterrupt:
+        code = _interrupted()
     except OSError:  # the reader went away (``| head``): nothing more can be said
         code = code or 1
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
