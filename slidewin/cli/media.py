@@ -75,10 +75,11 @@ def _detect_video(args, video: Path) -> int:
 
     from slidewin.apps.folder.results_log import RESULTS_NAME
     from slidewin.apps.folder.run import SOME_FAILED_EXIT, _open_log, check_own_folders
-    from slidewin.apps.video import (OUTPUT_SUFFIXES, JsonLines, describe, last_recorded_frame, recorded_frames,
-                                     run_video)
+    from slidewin.apps.video import (OUTPUT_SUFFIXES, JsonLines, VideoReader, describe, last_recorded_frame,
+                                     recorded_frames, run_video)
     from slidewin.cli.commands import _open_detector, _report_stream, _settings, check_outputs, model_header, say
     from slidewin.io.files import check_output_dir
+    from slidewin.io.images import DEFAULT_MAX_PIXELS
 
     every = args.every or 1
     _refuse(args, ("--retry-failed", "--prefetch", "--format"),
@@ -107,6 +108,7 @@ def _detect_video(args, video: Path) -> int:
             drawn = args.out_dir / "drawn" / (video.stem + suffix)
             check_own_folders(args.out_dir, drawn)
             drawn.parent.mkdir(parents=True, exist_ok=True)
+    VideoReader(video, args.max_pixels or DEFAULT_MAX_PIXELS).close()  # a clip that cannot be read: before the model
     config, proposals, max_pixels, settings = _settings(args)
     detector = _open_detector(args.model, config, args.classes, args.device, proposals)
     to = _report_stream(args.json)

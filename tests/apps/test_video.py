@@ -138,6 +138,13 @@ def test_a_video_that_cannot_be_opened_is_one_line_and_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mp4"]
 
 
+def test_frames_over_max_pixels_are_refused_when_the_clip_is_opened(clips, effnet_onnx, tmp_path, capsys,
+                                                                    one_line_error):
+    code = main(detect(clips["mp4"], effnet_onnx, "--max-pixels", 19_199, "--json", tmp_path / "f.jsonl"))
+    one_line_error(capsys, code, clips["mp4"], "160x120 = 19,200 pixels exceeds --max-pixels 19,199")
+    assert not (tmp_path / "f.jsonl").exists()
+
+
 def test_out_dir_resume_continues_after_the_last_frame_and_redraws_the_whole_video(
         clips, effnet_onnx, tmp_path, capsys):
     """A clip still being copied stops the run early; --resume once it is whole does the rest."""
