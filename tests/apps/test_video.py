@@ -89,7 +89,7 @@ def test_video_gives_one_line_per_frame_and_a_drawn_video_of_the_same_frames(cli
 
 def test_every_n_detects_in_every_nth_frame_and_the_video_keeps_its_speed(clips, effnet_onnx, tmp_path):
     out, frames = tmp_path / "every2.avi", tmp_path / "every2.jsonl"
-    assert main(detect(clips["avi"], effnet_onnx, "--every", 2, "--out-image", out, "--json", frames)) == 0
+    assert main(detect(clips["avi"], effnet_onnx, "--every", 2, "--out", out, "--json", frames)) == 0  # the spelling
     assert [r["frame"] for r in jsonl(frames)] == [0, 2, 4, 6, 8]
     n, fps, fourcc = frames_of(out)
     assert (n, fourcc) == (5, "MJPG") and fps == pytest.approx(FPS / 2)
