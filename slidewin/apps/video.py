@@ -93,6 +93,16 @@ def _ffmpeg_lines(messages: list[str]) -> list[str]:
     return [re.sub(r"\[([^\]@]*?) @ 0x[0-9a-fA-F]+\]", r"[\1]", m)[:200] for m in messages if "global " not in m]
 
 
+def _indexed_container(path: Path) -> bool:
+    """Whether the file is MP4/MOV (ISO base media) or AVI, whose frame counts are exact."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp" or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+
+
 def _decoder_says(messages: list[str]) -> str:
     """`` (FFmpeg says '...')`` from captured lines (the last, where it gave up); empty if none."""
     lines = _ffmpeg_lines(messages)
@@ -181,6 +191,7 @@ class VideoReader:
         count = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frame_count = int(count) if count and np.isfinite(count) and count > 0 else 0
         self.fourcc = fourcc_text(self.cap.get(cv2.CAP_PROP_FOURCC))
+        self.exact_count = _indexed_container(self.path)
         if self.width * self.height > max_pixels:
             self.cap.release()
             raise ImageError(f"video frames too large: {self.width}x{self.height} = {self.width * self.height:,} "
@@ -234,11 +245,13 @@ class VideoReader:
     def _check_end(self, index: int, messages: list[str]) -> None:
         """The stream stopped at ``index``: its end, or a failure said in one line.
 
-        A stated frame count is exact for MP4, MOV and AVI and estimated from the duration for
-        some other containers, so one frame short without a word from the decoder is taken as
-        the end; fewer frames, or any decoder message, is a stream that ended early or broke."""
+        MP4/MOV and AVI index their frames, so their count is exact: fewer frames than it (more
+        than one fewer, or one with a word from the decoder) is a clip cut short or broken. Other
+        containers (Matroska, WebM, MPEG-TS) state a count estimated from the duration: there
+        only a stop the decoder complains about is a failure. No frame at all always is."""
         short = self.frame_count - index
-        if index == 0 or short > 1 or (short == 1 and messages):
+        failed = short > 1 or (short == 1 and messages) if self.exact_count else short > 0 and messages
+        if index == 0 or failed:
             of = f" of {self.frame_count}" if self.frame_count else ""
             raise ImageError(f"video ends early: frame {index}{of} cannot be read (truncated or corrupt)"
                              f"{_decoder_says(messages)}; the {index} frame(s) before it are kept", self.path)

@@ -128,6 +128,24 @@ def test_a_stream_broken_mid_way_keeps_the_frames_before_it(clips, effnet_onnx, 
         assert len(lines) == 1 and str(bad) in lines[0] and f"frame {len(records)} " in lines[0], err
 
 
+@pytest.mark.parametrize("name, fourcc, exact", [("clip.avi", "MJPG", True), ("clip.mkv", "mp4v", False)])
+def test_a_frame_count_is_trusted_only_where_the_container_indexes_its_frames(tmp_path, name, fourcc, exact):
+    """Matroska's count is estimated from the duration: two frames fewer than it, without a word
+    from the decoder, is the end of a good clip; an AVI's is exact: the same is a clip cut short."""
+    from slidewin.apps.video import VideoReader
+    from slidewin.errors import ImageError
+
+    reader = VideoReader(make_clip(tmp_path / name, fourcc))
+    assert reader.exact_count is exact and reader.frame_count == FRAMES
+    reader.frame_count = FRAMES + 2
+    if exact:
+        with pytest.raises(ImageError, match=f"frame {FRAMES} of {FRAMES + 2} cannot be read"):
+            list(reader.frames())
+    else:
+        assert len(list(reader.frames())) == FRAMES
+    reader.close()
+
+
 @pytest.mark.parametrize("content, needle", [(b"", "empty file"), (b"not a video at all" * 100, "cannot open video")])
 def test_a_video_that_cannot_be_opened_is_one_line_and_writes_nothing(
         effnet_onnx, tmp_path, capsys, one_line_error, content, needle):
