@@ -11,6 +11,7 @@ import numpy as np
 
 from slidewin.apps.tables import markdown_table
 from slidewin.core.boxes import box_iou
+from slidewin.errors import printable
 from slidewin.io.files import atomic_write_text
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ def write_report(out: Path, metrics: EvalResult, ev, dataset, per_image: dict, e
     recall_chart = _recall_curve(out / "recall.png", metrics)
     shown = _examples(out / "examples", dataset, per_image, evaluated, names, examples)
     atomic_write_text(out / "report.md", _markdown(metrics, chart, shown, recall_chart))
+    # detections.json (the COCO results file) is written by `evaluate` beside these
 
 
 def _pr_curve(path: Path, ev, evaluated, names) -> Path | None:
@@ -133,6 +135,18 @@ def _examples(folder: Path, dataset, per_image, evaluated, names, n: int) -> lis
     return shown
 
 
+def boxes_line(m: EvalResult) -> str:
+    """"N of M ground-truth boxes evaluated", and why the others are not."""
+    rest = m.boxes_total - m.boxes_evaluated
+    why = f" (the other {rest} are in categories not evaluated)" if rest else ""
+    return f"{m.boxes_evaluated} of {m.boxes_total} ground-truth boxes evaluated{why}."
+
+
+def _boxes(m: EvalResult, name: str) -> str:
+    n = m.ground_truth.get(name)
+    return "" if n is None else f" ({n} box{'es' if n != 1 else ''})"
+
+
 def _markdown(m: EvalResult, chart: Path | None, shown: list[tuple[str, str]], recall_chart: Path | None = None) -> str:
     recalls = (m.recall50, m.recall75, m.AR100, m.AR1000)
     lines = [
@@ -140,7 +154,10 @@ def _markdown(m: EvalResult, chart: Path | None, shown: list[tuple[str, str]], r
         f"recipe `{m.recipe}`, {m.mode} mode",
         "",
         f"{m.images} images, {m.detections} detections, {m.seconds_per_image:.3f} s per image. "
-        "COCO AP by faster-coco-eval over the categories the model can name.",
+        "COCO AP by faster-coco-eval over the categories the model can name; the detections are in "
+        "`detections.json`, a COCO results file (the dataset's image and category ids).",
+        "",
+        boxes_line(m),
         "",
         markdown_table(["AP", "AP50", "AP75", "recall@0.5", "recall@0.75", "AR@100", "AR@1000"],
                        [[f"{m.AP:.4f}", f"{m.AP50:.4f}", f"{m.AP75:.4f}"]
@@ -152,15 +169,15 @@ def _markdown(m: EvalResult, chart: Path | None, shown: list[tuple[str, str]], r
         "",
         "## Per class",
         "",
-        markdown_table(["class", "AP", "AP50"],
-                       [[name, f"{v['AP']:.3f}", f"{v['AP50']:.3f}"]
+        markdown_table(["class", "ground-truth boxes", "AP", "AP50"],
+                       [[name, str(m.ground_truth.get(name, "-")), f"{v['AP']:.3f}", f"{v['AP50']:.3f}"]
                         for name, v in sorted(m.per_class.items(), key=lambda kv: -np.nan_to_num(kv[1]["AP50"]))]),
     ]
     lines += ["", f"## Excluded categories ({len(m.classes_excluded)})", ""]
-    lines += [f"- {name}: {why}" for name, why in m.classes_excluded.items()]
+    lines += [f"- {name}{_boxes(m, name)}: {why}" for name, why in m.classes_excluded.items()]
     if m.image_errors:
-        lines += ["", "## Images that could not be read", ""]
-        lines += [f"- {f}: {why}" for f, why in m.image_errors.items()]
+        lines += ["", f"## Images that could not be read ({len(m.image_errors)}, their boxes count as missed)", ""]
+        lines += [f"- {printable(f)}: {why}" for f, why in m.image_errors.items()]
     if chart is not None:
         lines += ["", "## Precision-recall", "", f"![precision-recall]({chart.name})"]
     if recall_chart is not None:

@@ -9,22 +9,26 @@ excluded and listed with the reason, so a reader sees what the number covers.
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import Enum, StrEnum
 from pathlib import Path
 
-import numpy as np
-
+# The dataset and the evaluators are re-exported here: `slidewin.apps.evaluate` is the API.
+from slidewin.apps.coco_data import MAX_INSTANCES_BYTES, Dataset, load_coco, load_dataset  # noqa: F401
+from slidewin.apps.evaluators import (  # noqa: F401
+    CandidateRecall,
+    CocoAP,
+    StageSeconds,
+    coco_eval,
+    gt_boxes,
+    import_coco_eval,
+    inference_on_dataset,
+    per_class_ap,
+)
 from slidewin.core.contract import ModelKind
-from slidewin.errors import MissingDependencyError, SlidewinError, UntrainedModelError
-from slidewin.io.files import read_small_json
+from slidewin.errors import SlidewinError, UntrainedModelError
 from slidewin.pipeline.config import DEFAULT_STEP, DetectorConfig, Mode, Scoring
 
-#: instances.json is parsed whole, and Python's objects cost ~25 bytes per byte of JSON: COCO's
-#: val2017 (5000 images, 25 MB) needs ~0.6 GB. 64 MiB leaves room for 2.5 times that and bounds
-#: the parse near 1.6 GB; a bigger file (train2017, 448 MB, would need ~11 GB) is refused unread.
-MAX_INSTANCES_BYTES = 64 << 20
 #: Evaluation keeps candidates down to this score: AP needs the whole precision-recall curve.
 EVAL_MIN_SCORE = 0.01
 
@@ -60,41 +64,6 @@ def recipe_config(recipe: Recipe | str, input_hw: tuple[int, int], mode: Mode) -
     return slidewin_config(mode)
 
 
-@dataclass(frozen=True)
-class Dataset:
-    root: Path
-    images_dir: Path
-    annotations: Path
-    gt: dict
-
-
-def load_dataset(root: str | Path) -> Dataset:
-    """A COCO-format dataset: ``root/images/`` and ``root/instances.json``."""
-    root = Path(root)
-    ann = root / "instances.json"
-    if not root.is_dir():
-        raise SlidewinError("no such dataset folder", root)
-    if not ann.exists():
-        raise SlidewinError("dataset has no instances.json (COCO format expected)", root)
-    gt = read_small_json(ann, MAX_INSTANCES_BYTES, "COCO instances file")
-    try:
-        gt["images"], gt["annotations"], gt["categories"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise SlidewinError(f"not a COCO instances file ({type(e).__name__})", ann) from None
-    images = gt["images"]
-    if not isinstance(images, list) or not images:
-        raise SlidewinError("holds no images (\"images\" is empty): nothing to evaluate", ann)
-    ids = [im.get("id") if isinstance(im, dict) else None for im in images]
-    seen: set = set()
-    duplicates = sorted({repr(i) for i in ids if i in seen or seen.add(i)})
-    if duplicates:
-        raise SlidewinError(f"image ids must be unique; repeated: {', '.join(duplicates[:5])}", ann)
-    images_dir = root / "images"
-    if not images_dir.is_dir():
-        raise SlidewinError("dataset has no images/ folder", root)
-    return Dataset(root, images_dir, ann, gt)
-
-
 def category_plan(dataset: Dataset, target_names: tuple[str, ...], no_counterpart: dict[str, str]):
     """Which dataset categories are evaluated, and why the others are not.
 
@@ -113,70 +82,6 @@ def category_plan(dataset: Dataset, target_names: tuple[str, ...], no_counterpar
         else:
             evaluated[cat["id"]] = index[name]
     return evaluated, excluded
-
-
-def _import_coco_eval():
-    """``(COCO, COCOeval_faster)``, or MissingDependencyError naming the install command."""
-    try:
-        from faster_coco_eval import COCO, COCOeval_faster
-    except ImportError:
-        raise MissingDependencyError("COCO evaluation needs faster-coco-eval: pip install 'slidewin[eval]'") from None
-    return COCO, COCOeval_faster
-
-
-def _coco_eval(gt: dict, results: list[dict], cat_ids: list[int]):
-    COCO, COCOeval_faster = _import_coco_eval()
-    coco_gt = COCO(gt)
-    coco_dt = coco_gt.loadRes(results) if results else None
-    if coco_dt is None:
-        return None
-    ev = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=lambda *a, **k: None)
-    ev.params.catIds = sorted(cat_ids)
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-    return ev
-
-
-def per_class_ap(ev, cat_ids: list[int]) -> dict[int, dict[str, float]]:
-    """AP and AP50 per category from the accumulated precision array (T, R, K, A, M)."""
-    prec = ev.eval["precision"]
-    out = {}
-    for k, cid in enumerate(sorted(cat_ids)):
-        p = prec[:, :, k, 0, -1]
-        p50 = prec[0, :, k, 0, -1]
-        out[cid] = {
-            "AP": float(p[p > -1].mean()) if (p > -1).any() else float("nan"),
-            "AP50": float(p50[p50 > -1].mean()) if (p50 > -1).any() else float("nan"),
-        }
-    return out
-
-
-@dataclass
-class DetectionRun:
-    """What running a detector over a dataset gave.
-
-    Attributes:
-        results: COCO detection results (category ids of the dataset).
-        per_image: image id -> `Detections`.
-        errors: file name -> why it could not be read.
-        images: the dataset's image entries that were run (read or not).
-        seconds: wall time of the whole run (decode and proposals overlap the network).
-        stage_seconds: seconds per stage summed over the images (decode included).
-        candidates: regions scored per image (windows or proposals), summed.
-        best_ious: (num_gt, len(CURVE_COUNTS) + 1) best IoU of each evaluated ground-truth box
-            with the regions the detector scored (`slidewin.apps.recall`); None when the
-            detector does not expose its regions.
-    """
-
-    results: list[dict]
-    per_image: dict
-    errors: dict[str, str]
-    images: list[dict]
-    seconds: float
-    stage_seconds: dict[str, float]
-    candidates: int
-    best_ious: np.ndarray | None
 
 
 @dataclass
@@ -203,6 +108,11 @@ class EvalResult:
         candidates_per_image: regions scored per image read.
         seconds, seconds_per_image: wall time of the run, and per image.
         stage_seconds_per_image: seconds per stage per image (decode included).
+        ground_truth: category name -> non-crowd ground-truth boxes in the images run, for every
+            category of the dataset (evaluated or not).
+        boxes_evaluated, boxes_total: ground-truth boxes in the evaluated categories, and in all
+            categories ("N of M boxes evaluated"). These three came after the others: a
+            ``metrics.json`` written without them reads back with them empty.
     """
 
     AP: float
@@ -228,6 +138,9 @@ class EvalResult:
     seconds: float
     seconds_per_image: float
     stage_seconds_per_image: dict[str, float]
+    ground_truth: dict[str, int] = field(default_factory=dict)
+    boxes_evaluated: int = 0
+    boxes_total: int = 0
 
     def to_json(self) -> dict:
         """The JSON-ready dict ``metrics.json`` holds (the fields, in order)."""
@@ -235,91 +148,98 @@ class EvalResult:
 
     @classmethod
     def from_json(cls, value: dict) -> "EvalResult":
-        """Read back `to_json`'s dict (a ``metrics.json``); KeyError names a missing key."""
-        return cls(**{f.name: value[f.name] for f in fields(cls)})
+        """Read back `to_json`'s dict (a ``metrics.json``); KeyError names a missing key (one of the
+        fields that have always been written; the later ones may be absent)."""
+        return cls(**{f.name: value[f.name] for f in fields(cls)
+                      if f.name in value or (f.default is MISSING and f.default_factory is MISSING)})
 
 
-def run_detections(detector, dataset: Dataset, evaluated: dict[int, int], limit: int | None = None,
-                   progress: bool = True) -> DetectionRun:
-    """Detect on every image, decoding and preparing (proposals) the next ones in worker threads."""
-    from tqdm import tqdm
+class EvaluationInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped `evaluate`; the message says what was kept (``detections``: the COCO results
+    file of the images done, or None when nothing was kept)."""
 
-    from slidewin.apps.folder.prefetch import Prefetcher
-    from slidewin.apps.recall import best_ious
-    from slidewin.core.detector import Stage, Unit
-
-    target_to_cat = {t: c for c, t in evaluated.items()}
-    images = sorted(dataset.gt["images"], key=lambda im: im["id"])[:limit]
-    gt_boxes = _gt_boxes(dataset, evaluated)
-    run = DetectionRun([], {}, {}, images, 0.0, {}, 0, None)
-    rows, exposed = [], True
-    paths = [dataset.images_dir / im["file_name"] for im in images]
-    t0 = time.perf_counter()
-    with Prefetcher(paths, convert=True, prepare=detector.prepare) as decoded_images:
-        for im, (_, decoded) in tqdm(zip(images, decoded_images), total=len(images), desc="evaluate", unit="img",
-                                     disable=not progress, dynamic_ncols=True):
-            if decoded.image is None:
-                run.errors[im["file_name"]] = decoded.error
-                continue
-            dets = detector.detect(decoded.image, decoded.prepared)
-            stats = detector.last_stats
-            run.per_image[im["id"]] = dets
-            run.candidates += stats.windows
-            for stage, sec in {Stage.DECODE.value: decoded.seconds, **stats.seconds}.items():
-                run.stage_seconds[stage] = run.stage_seconds.get(stage, 0.0) + sec
-            exposed &= stats.regions is not None
-            if exposed:
-                rows.append(best_ious(gt_boxes.get(im["id"], np.zeros((0, 4))), stats.regions,
-                                      ranked=stats.unit is Unit.PROPOSALS))
-            for box, score, t in zip(dets.xyxy.tolist(), dets.scores.tolist(), dets.class_ids.tolist()):
-                if t in target_to_cat:
-                    x1, y1, x2, y2 = box
-                    run.results.append({"image_id": im["id"], "category_id": target_to_cat[t],
-                                        "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
-    run.seconds = time.perf_counter() - t0
-    run.best_ious = np.concatenate(rows) if exposed and rows else None
-    return run
+    def __init__(self, done: int, total: int, detections: Path | None, report: bool = False):
+        self.done, self.total, self.detections = done, total, detections
+        kept = (f"the detections of those images are in {detections}" if detections is not None
+                else "nothing was kept")
+        when = "while the report was written" if report else f"after {done} of {total} images"
+        super().__init__(f"interrupted {when}: {kept}" + (" (no report: AP needs every image)"
+                                                          if detections is not None and not report else ""))
 
 
-def _gt_boxes(dataset: Dataset, evaluated: dict[int, int]) -> dict[int, np.ndarray]:
-    """Image id -> float64 (n, 4) xyxy of its non-crowd ground truth in the evaluated categories."""
-    out: dict[int, list] = {}
-    for a in dataset.gt["annotations"]:
-        if a["category_id"] in evaluated and not a.get("iscrowd", 0):
-            x, y, w, h = a["bbox"]
-            out.setdefault(a["image_id"], []).append([x, y, x + w, y + h])
-    return {k: np.array(v, np.float64) for k, v in out.items()}
+#: The COCO results file `evaluate` writes in its report folder (dataset image and category ids).
+DETECTIONS_FILE = "detections.json"
 
 
-def evaluate(data_dir: str | Path, model_path: str | Path, mode: Mode | str = Mode.AUTO,
+def check_report_dir(out_dir: str | Path, overwrite: bool = False) -> None:
+    """Refuse, before any work, a report folder that cannot be written, or that holds files
+    already unless ``overwrite``.
+
+    Raises:
+        SlidewinError: naming the folder and the problem.
+    """
+    from slidewin.io.files import check_output_dir
+
+    check_output_dir(out_dir, "--out-dir")
+    out = Path(out_dir)
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        raise SlidewinError("report folder is not empty: give --overwrite to write over it, or another folder", out)
+
+
+def open_dataset(data_dir: str | Path | Dataset | None = None, images: str | Path | None = None,
+                 annotations: str | Path | None = None) -> Dataset:
+    """The dataset of a folder (`load_dataset`), or of an images folder and an instances file
+    (`load_coco`): one or the other.
+
+    Raises:
+        SlidewinError: both or neither given, or what loading says.
+    """
+    if isinstance(data_dir, Dataset):
+        return data_dir
+    if data_dir is not None and (images is not None or annotations is not None):
+        raise SlidewinError("give a dataset folder (--data) or --images and --annotations, not both")
+    if data_dir is not None:
+        return load_dataset(data_dir)
+    if images is None or annotations is None:
+        raise SlidewinError("evaluate needs --data DIR, or --images DIR with --annotations FILE")
+    return load_coco(images, annotations)
+
+
+def evaluate(data_dir: str | Path | Dataset | None, model_path: str | Path, mode: Mode | str = Mode.AUTO,
              recipe: Recipe | str = Recipe.SLIDEWIN, out_dir: str | Path | None = None,
              device: str = "auto", limit: int | None = None, config: DetectorConfig | None = None,
-             progress: bool = True, examples: int = 4, overrides: dict | None = None,
-             proposals=None) -> EvalResult:
+             progress: bool | None = True, examples: int = 4, overrides: dict | None = None,
+             proposals=None, overwrite: bool = False, images: str | Path | None = None,
+             annotations: str | Path | None = None) -> EvalResult:
     """COCO AP of a model on a dataset, and the recall of the regions it scored; writes the report
-    to ``out_dir`` when given.
+    and ``detections.json`` (a COCO results file) to ``out_dir`` when given.
 
     Args:
+        data_dir: a dataset folder (`load_dataset`) or a `Dataset`; or None, with ``images`` (the
+            images folder) and ``annotations`` (the instances file) given instead.
         mode: for a classifier: patch, dense, or auto (dense when the classifier can be rewritten).
         recipe: the classifier settings to start from (see `recipe_config`), unless ``config``.
         config: explicit settings instead of the recipe's (its ``mode`` is replaced by ``mode``).
+        progress: a bar (True), silence (False), or None: a bar on a terminal, a line every 30 s
+            otherwise. Unreadable images are said on stderr in every case.
         overrides: `DetectorConfig` fields to change in those settings (the CLI's explicit flags).
         proposals: a `ProposalConfig` to score region proposals instead of windows (its
             ``min_score`` as given: use `EVAL_MIN_SCORE` for the whole precision-recall curve).
+        overwrite: write into an ``out_dir`` that holds files already (else refused, before any work).
 
     Raises:
         UntrainedModelError: the model's weights are random (accuracy would mean nothing).
+        EvaluationInterrupted: Ctrl-C; the images done so far have their detections written to
+            ``out_dir/detections.json`` when there is an ``out_dir``.
     """
+    from slidewin.core.contract import LabelSet
     from slidewin.core.targets import COCO_GROUPS, load_group_notes
     from slidewin.pipeline.sliding import SlidingWindowDetector
-    from slidewin.core.contract import LabelSet
 
-    _import_coco_eval()  # before any work: a missing extra is found in a second, not after the run
-    if out_dir is not None:  # an unwritable report folder is said now, not after the evaluation
-        from slidewin.io.files import check_output_dir
-
-        check_output_dir(out_dir, "--out-dir")
-    dataset = load_dataset(data_dir)
+    import_coco_eval()  # before any work: a missing extra is found in a second, not after the run
+    if out_dir is not None:  # a report folder that cannot take the report is said now, not after the run
+        check_report_dir(out_dir, overwrite)
+    dataset = open_dataset(data_dir, images, annotations)
     detector, config = open_for_evaluation(model_path, Mode(mode), Recipe(recipe), config, overrides, device,
                                            proposals)
     meta = detector.meta
@@ -327,48 +247,81 @@ def evaluate(data_dir: str | Path, model_path: str | Path, mode: Mode | str = Mo
     evaluated, excluded = category_plan(dataset, detector.labels, no_counterpart)
     if not evaluated:
         raise SlidewinError("none of the dataset's categories can be named by this model", model_path)
-    run = run_detections(detector, dataset, evaluated, limit, progress)
-    images = run.images
-    ev, stats, per_class = _ap(dataset, run, evaluated, limit)
-    names = {c["id"]: c["name"] for c in dataset.gt["categories"]}
-    result = EvalResult(
-        AP=stats[0], AP50=stats[1], AP75=stats[2],
-        per_class={names[c]: v for c, v in sorted(per_class.items(), key=lambda kv: names[kv[0]])},
-        classes_evaluated=sorted(names[c] for c in evaluated),
-        classes_excluded=dict(sorted(excluded.items())),
-        **_recall_metrics(run),
-        images=len(images) - len(run.errors),
-        image_errors=run.errors,
-        model={"path": str(model_path), "architecture": meta.architecture, "weights": meta.weights,
-               "precision": meta.precision},
-        recipe=Recipe(recipe).value,
-        mode=(detector.mode if isinstance(detector, SlidingWindowDetector) else Mode(mode)).value,
-        config=_config_dict(config),
-        proposals="windows" if proposals is None else _config_dict(proposals),
-        detections=len(run.results),
-        candidates_per_image=round(run.candidates / max(1, len(images) - len(run.errors)), 1),
-        seconds=round(run.seconds, 2),
-        seconds_per_image=round(run.seconds / max(1, len(images)), 4),
-        stage_seconds_per_image={k: round(v / max(1, len(images)), 4) for k, v in run.stage_seconds.items()},
-    )
-    if out_dir is not None:
-        from slidewin.apps.eval_report import write_report
 
-        write_report(Path(out_dir), result, ev, dataset, run.per_image, evaluated, names, examples)
+    coco, recall, times = CocoAP(dataset.gt, evaluated), CandidateRecall(dataset.gt, evaluated), StageSeconds()
+    todo = sorted(dataset.gt["images"], key=lambda im: im["id"])[:limit]
+    run = inference_on_dataset(detector, todo, dataset.images_dir, [coco, recall, times], progress)
+    kept = None
+    try:
+        if out_dir is not None and run.done:  # first: what was done is kept, whatever comes next
+            write_detections(Path(out_dir) / DETECTIONS_FILE, coco.results([im["id"] for im in run.done]))
+            kept = Path(out_dir) / DETECTIONS_FILE
+        if run.interrupted:
+            raise KeyboardInterrupt
+        how = {"model": {"path": str(model_path), "architecture": meta.architecture, "weights": meta.weights,
+                         "precision": meta.precision},
+               "recipe": Recipe(recipe).value,
+               "mode": (detector.mode if isinstance(detector, SlidingWindowDetector) else Mode(mode)).value,
+               "config": _config_dict(config),
+               "proposals": "windows" if proposals is None else _config_dict(proposals)}
+        result, ev = _result(dataset, evaluated, excluded, run, coco, recall, times, how)
+        if out_dir is not None:
+            from slidewin.apps.eval_report import write_report
+
+            names = {c["id"]: c["name"] for c in dataset.gt["categories"]}
+            write_report(Path(out_dir), result, ev, dataset, coco.per_image, evaluated, names, examples)
+    except KeyboardInterrupt:
+        raise EvaluationInterrupted(len(run.done), run.total, kept, report=not run.interrupted) from None
     return result
 
 
-def _ap(dataset, run, evaluated: dict, limit: int | None):
-    """faster-coco-eval over the images run (the first ``limit``): (the evaluator or None when
-    nothing was detected, its 12 summary numbers, AP and AP50 per category)."""
-    gt = dataset.gt
-    if limit is not None:
-        keep = {im["id"] for im in run.images}
-        gt = dict(gt, images=run.images, annotations=[a for a in gt["annotations"] if a["image_id"] in keep])
-    ev = _coco_eval(gt, run.results, list(evaluated))
-    if ev is None:
-        return None, [0.0] * 12, {cid: {"AP": 0.0, "AP50": 0.0} for cid in evaluated}
-    return ev, [float(s) for s in ev.stats], per_class_ap(ev, list(evaluated))
+def _result(dataset: Dataset, evaluated: dict, excluded: dict, run, coco: CocoAP, recall: CandidateRecall,
+            times: StageSeconds, how: dict) -> tuple[EvalResult, object]:
+    """The `EvalResult` of a finished run from its evaluators (``how``: the model, recipe, mode and
+    settings), and faster-coco-eval's evaluator (None without detections)."""
+    ap, stages = coco.evaluate(), times.evaluate()
+    names = {c["id"]: c["name"] for c in dataset.gt["categories"]}
+    results, images = coco.results(), run.done
+    read = len(images) - len(run.errors)
+    result = EvalResult(
+        AP=ap.stats[0], AP50=ap.stats[1], AP75=ap.stats[2],
+        per_class={names[c]: v for c, v in sorted(ap.per_class.items(), key=lambda kv: names[kv[0]])},
+        classes_evaluated=sorted(names[c] for c in evaluated),
+        classes_excluded=dict(sorted(excluded.items())),
+        **recall.evaluate(),
+        images=read,
+        image_errors=run.errors,
+        **how,
+        detections=len(results),
+        candidates_per_image=round(stages["candidates"] / max(1, read), 1),
+        seconds=round(run.seconds, 2),
+        seconds_per_image=round(run.seconds / max(1, len(images)), 4),
+        stage_seconds_per_image={k: round(v / max(1, len(images)), 4) for k, v in stages["seconds"].items()},
+        ground_truth={names[c]: n for c, n in sorted(ap.ground_truth.items(), key=lambda kv: names[kv[0]])},
+        boxes_evaluated=sum(n for c, n in ap.ground_truth.items() if c in evaluated),
+        boxes_total=sum(ap.ground_truth.values()),
+    )
+    return result, ap.ev
+
+
+def write_detections(path: Path, results: list[dict]) -> None:
+    """A COCO results file: one ``{"image_id", "category_id", "bbox" (x, y, w, h), "score"}`` per
+    detection, with the dataset's image and category ids (pycocotools' and faster-coco-eval's
+    ``loadRes`` read it as it is)."""
+    from slidewin.io.files import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(results) + "\n")
+
+
+# Kept for the benchmarks that import them under their former names.
+_coco_eval = coco_eval
+
+
+def _gt_boxes(dataset: Dataset, evaluated: dict[int, int]):
+    return gt_boxes(dataset.gt, evaluated)
+
+
 
 
 def open_for_evaluation(model_path: str | Path, mode: Mode, recipe: Recipe, config: DetectorConfig | None,
@@ -382,9 +335,9 @@ def open_for_evaluation(model_path: str | Path, mode: Mode, recipe: Recipe, conf
     Raises:
         UntrainedModelError: random weights. SlidewinError: settings that do not fit the model.
     """
+    from slidewin.core.contract import LabelSet
     from slidewin.core.targets import COCO_GROUPS
     from slidewin.pipeline.factory import build_detector
-    from slidewin.core.contract import LabelSet
     from slidewin.runtime.sessions import CPU, open_session, read_meta
 
     meta = read_meta(open_session(model_path, CPU), model_path)
@@ -408,17 +361,6 @@ def open_for_evaluation(model_path: str | Path, mode: Mode, recipe: Recipe, conf
         raise SlidewinError(str(e)) from None
     detector = build_detector(model_path, config=config, classes=classes, device=device, proposals=proposals)
     return detector, config
-
-
-def _recall_metrics(run: DetectionRun) -> dict:
-    """``recall50``, ``recall75``, ``AR100``, ``AR1000`` (None when the regions are not exposed) and
-    the recall@0.5 curve against the number of candidates."""
-    from slidewin.apps.recall import recall_summary
-
-    if run.best_ious is None:
-        return {"recall50": None, "recall75": None, "AR100": None, "AR1000": None, "recall": None}
-    summary = recall_summary(run.best_ious)
-    return {k: summary.pop(k) for k in ("recall50", "recall75", "AR100", "AR1000")} | {"recall": summary}
 
 
 def _config_dict(config: DetectorConfig) -> dict:

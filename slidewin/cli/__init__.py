@@ -130,8 +130,17 @@ def _add_evaluate(sub) -> None:
     from slidewin.cli import commands as c
     from slidewin.cli.options import add_detector_args, choices, count
 
-    p = sub.add_parser("evaluate", help="COCO AP of a model on a COCO-format dataset")
-    p.add_argument("--data", type=Path, required=True, help="dataset folder: images/ and instances.json")
+    p = sub.add_parser("evaluate", help="COCO AP of a model on a COCO-format dataset",
+                       description="COCO AP (faster-coco-eval) of a model on a COCO-format dataset: --data DIR, "
+                                   "or --images DIR --annotations FILE. With --out-dir: metrics.json, report.md, "
+                                   "charts, and detections.json (COCO results). Ctrl-C keeps the detections done.")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="dataset folder: images/ and instances.json, or COCO's annotations/instances_<split>.json "
+                        "and <split>/")
+    p.add_argument("--images", type=Path, default=None, metavar="DIR",
+                   help="the images folder (file_name in the annotations is relative to it); with --annotations")
+    p.add_argument("--annotations", type=Path, default=None, metavar="FILE",
+                   help="the COCO instances file, e.g. annotations/instances_val2017.json; with --images")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--recipe", choices=choices(Recipe), default=Recipe.SLIDEWIN.value,
                    help="the settings to start from: slidewin's own, or the usual tutorial recipe (top-1 >= 0.9, "
@@ -139,6 +148,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--out-dir", type=Path, default=None, metavar="DIR",
                    help="report folder (metrics.json, report.md, charts)")
     p.add_argument("--out", type=Path, dest="out_dir", default=None, help=argparse.SUPPRESS)  # the old spelling
+    p.add_argument("--overwrite", action="store_true", help="write into an --out-dir that holds files already")
     p.add_argument("--limit", type=count(1), default=None, help="only the first N images (by id)")
     add_detector_args(p, min_score_default=EVAL_MIN_SCORE)
     p.set_defaults(func=c.cmd_evaluate)

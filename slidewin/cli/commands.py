@@ -376,14 +376,23 @@ def write_json(path: Path, payload: dict) -> None:
 def cmd_evaluate(args) -> int:
     from dataclasses import replace
 
-    from slidewin.apps.evaluate import EVAL_MIN_SCORE, evaluate
+    from slidewin.apps.eval_report import boxes_line
+    from slidewin.apps.evaluate import EVAL_MIN_SCORE, EvaluationInterrupted, evaluate
     from slidewin.cli.options import PROPOSAL_DEFAULTS, config_overrides
 
     overrides = config_overrides(args)
     mode = overrides.pop("mode", None) or "auto"
     proposals = proposal_config(args, replace(PROPOSAL_DEFAULTS, min_score=EVAL_MIN_SCORE))
-    m = evaluate(args.data, args.model, mode=mode, recipe=args.recipe, out_dir=args.out_dir, device=args.device,
-                 limit=args.limit, progress=sys.stderr.isatty() or None, overrides=overrides, proposals=proposals)
+    try:
+        m = evaluate(args.data, args.model, mode=mode, recipe=args.recipe, out_dir=args.out_dir, device=args.device,
+                     limit=args.limit, progress=None, overrides=overrides, proposals=proposals,
+                     overwrite=args.overwrite, images=args.images, annotations=args.annotations)
+    except EvaluationInterrupted as e:
+        print(f"slidewin: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("slidewin: interrupted before any image was evaluated: nothing was kept", file=sys.stderr)
+        return 130
     how = f"mode={m.mode}" if proposals is None else f"proposals={proposals.method} ({proposals.scoring})"
     recall = "" if m.recall50 is None else (f"  recall@0.5 {m.recall50:.3f}  recall@0.75 {m.recall75:.3f}  "
                                             f"AR@100 {m.AR100:.3f}  AR@1000 {m.AR1000:.3f}")
@@ -392,8 +401,12 @@ def cmd_evaluate(args) -> int:
         f"({m.images} images, {len(m.classes_evaluated)} classes evaluated, "
         f"{len(m.classes_excluded)} excluded, {m.candidates_per_image:.0f} candidates/image, "
         f"{m.seconds_per_image:.2f} s/image{_proposal_share(m.stage_seconds_per_image)})")
+    say(boxes_line(m) + " Ground-truth boxes per class: "
+        + ", ".join(f"{name} {n}" for name, n in m.ground_truth.items() if name in m.per_class) + ".")
+    if m.image_errors:
+        say(f"{len(m.image_errors)} image(s) could not be read (said above; their boxes count as missed)")
     if args.out_dir is not None:
-        say(f"wrote report: {args.out_dir / 'report.md'}")
+        say(f"wrote report: {args.out_dir / 'report.md'} and COCO results: {args.out_dir / 'detections.json'}")
     return 0
 
 

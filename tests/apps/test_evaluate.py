@@ -2,6 +2,12 @@
 
 import json
 import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import fields
 from pathlib import Path
 
 import cv2
@@ -9,8 +15,8 @@ import numpy as np
 import pytest
 
 from slidewin.cli import main
-from slidewin.errors import UntrainedModelError
-from slidewin.apps.evaluate import EvalResult, category_plan, evaluate, load_dataset
+from slidewin.apps.evaluate import EvalResult, category_plan, evaluate, load_dataset, open_dataset
+from slidewin.errors import SlidewinError, UntrainedModelError
 from slidewin.core.targets import Targets
 
 COCO_MINI = Path(__file__).resolve().parents[1] / "data" / "coco-mini"
@@ -71,7 +77,12 @@ def test_evaluate_on_synthetic_scenes_finds_the_pasted_photos(effnet_onnx, synth
     assert list(json.loads(text)) == [
         "AP", "AP50", "AP75", "per_class", "classes_evaluated", "classes_excluded", "recall50", "recall75", "AR100",
         "AR1000", "recall", "images", "image_errors", "model", "recipe", "mode", "config", "proposals", "detections",
-        "candidates_per_image", "seconds", "seconds_per_image", "stage_seconds_per_image"]
+        "candidates_per_image", "seconds", "seconds_per_image", "stage_seconds_per_image",
+        "ground_truth", "boxes_evaluated", "boxes_total"]
+    # six pasted photos: three cats, three cups, nobody (person has no box)
+    assert m.ground_truth == {"cat": 3, "cup": 3, "fire hydrant": 0, "person": 0}
+    assert (m.boxes_evaluated, m.boxes_total) == (6, 6)
+    assert len(json.loads((out / "detections.json").read_text())) == m.detections
     assert (out / "report.md").read_text().startswith("# Evaluation")
     assert (out / "pr_curve.png").stat().st_size > 1000
     assert list((out / "examples").glob("*.jpg"))
@@ -109,14 +120,187 @@ def test_score_top1_only_counts_the_winning_label():
     np.testing.assert_allclose(t.score(probs), [[0.6, 0.4], [0.2, 0.1]])
 
 
-def test_real_coco_photos_run_with_real_categories(effnet_onnx, tmp_path):
+def coco_layout(tmp_path: Path) -> Path:
+    """A copy of coco-mini laid out as COCO ships it: annotations/instances_val2017.json, val2017/."""
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    shutil.copytree(COCO_MINI / "images", root / "val2017")
+    shutil.copy(COCO_MINI / "instances.json", root / "annotations" / "instances_val2017.json")
+    return root
+
+
+@pytest.mark.slow
+def test_real_coco_photos_in_coco_layout_and_their_detections_file_gives_the_same_ap(effnet_onnx, tmp_path, capsys):
+    """`--images DIR --annotations FILE` on COCO's own layout; detections.json read back by
+    faster-coco-eval against the annotations gives the AP the report states."""
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    root = coco_layout(tmp_path)
+    ann = root / "annotations" / "instances_val2017.json"
     model = tmp_path / "m.onnx"
-    model.write_bytes(effnet_onnx.read_bytes())
-    m = evaluate(COCO_MINI, model, mode="dense", limit=8, progress=False)
-    assert m.images == 8
+    os.link(effnet_onnx, model)
+    out = tmp_path / "report"
+    code = main(["evaluate", "--images", str(root / "val2017"), "--annotations", str(ann), "--model", str(model),
+                 "--mode", "dense", "--out-dir", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0, stdout
+    m = EvalResult.from_json(json.loads((out / "metrics.json").read_text()))
+    assert m.images == 12
     # coco-mini's 12 photos have cars and no cats: a category without boxes is excluded, said so
     assert "person" in m.classes_excluded and "car" in m.classes_evaluated and "cat" in m.classes_excluded
-    assert 0 <= m.AP <= 1
+
+    gt = COCO(str(ann))
+    ev = COCOeval_faster(gt, gt.loadRes(str(out / "detections.json")), iouType="bbox",
+                         print_function=lambda *a, **k: None)
+    names = {c["id"]: c["name"] for c in gt.dataset["categories"]}
+    ev.params.catIds = sorted(c for c, n in names.items() if n in m.classes_evaluated)
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert m.AP > 0.01 and (m.AP, m.AP50, m.AP75) == tuple(float(s) for s in ev.stats[:3])
+    assert f"AP {m.AP:.4f}  AP50 {m.AP50:.4f}" in stdout
+
+    # ground-truth boxes per class and "N of M boxes evaluated", counted here from the file
+    anns = json.loads(ann.read_text())["annotations"]
+    per_class = {n: sum(1 for a in anns if names[a["category_id"]] == n and not a["iscrowd"]) for n in names.values()}
+    evaluated = sum(per_class[n] for n in m.classes_evaluated)
+    assert m.ground_truth == per_class and (m.boxes_evaluated, m.boxes_total) == (evaluated, len(anns))
+    assert 0 < evaluated < len(anns)  # people are in the photos, and an ImageNet model cannot name them
+    line = f"{evaluated} of {len(anns)} ground-truth boxes evaluated"
+    report = (out / "report.md").read_text()
+    assert line in report and line in stdout
+    assert re.search(rf"^\| car +\| {per_class['car']} +\|", report, re.M), report
+
+
+def test_coco_layout_is_found_from_its_root(tmp_path):
+    root = coco_layout(tmp_path)
+    ds = load_dataset(root)
+    assert ds.images_dir == root / "val2017" and ds.annotations.name == "instances_val2017.json"
+    assert len(ds.gt["images"]) == 12
+    (root / "train2017").mkdir()
+    shutil.copy(root / "annotations" / "instances_val2017.json", root / "annotations" / "instances_train2017.json")
+    with pytest.raises(SlidewinError, match=r"several COCO splits \(train2017, val2017\): give --images"):
+        load_dataset(root)
+    with pytest.raises(SlidewinError, match="--images DIR --annotations FILE"):
+        load_dataset(tmp_path)
+    with pytest.raises(SlidewinError, match="no such images folder"):
+        open_dataset(None, root / "test2017", root / "annotations" / "instances_val2017.json")
+    with pytest.raises(SlidewinError, match="not both"):
+        open_dataset(root, root / "val2017", root / "annotations" / "instances_val2017.json")
+
+
+def test_metrics_json_written_before_the_box_counts_reads_back():
+    """metrics.json files written before ground_truth, boxes_evaluated and boxes_total existed."""
+    old = {f.name: None for f in fields(EvalResult)}
+    for late in ("ground_truth", "boxes_evaluated", "boxes_total"):
+        del old[late]
+    m = EvalResult.from_json(old)
+    assert (m.ground_truth, m.boxes_evaluated, m.boxes_total) == ({}, 0, 0)
+    with pytest.raises(KeyError, match="AP50"):
+        EvalResult.from_json({k: v for k, v in old.items() if k != "AP50"})
+
+
+def test_report_folder_with_files_is_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    # the model does not exist: the folder is refused first, before anything is opened
+    code = main(["evaluate", "--data", str(COCO_MINI), "--model", str(tmp_path / "absent.onnx"),
+                 "--out-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert str(out) in err and "--overwrite" in err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    code = main(["evaluate", "--data", str(COCO_MINI), "--model", str(tmp_path / "absent.onnx"),
+                 "--out-dir", str(out), "--overwrite"])
+    assert code != 0 and "absent.onnx" in capsys.readouterr().err  # with --overwrite it went on to the model
+
+
+def test_unreadable_image_is_said_on_stderr_and_in_the_report(effnet_onnx, tmp_path, capsys, monkeypatch):
+    """One photo and one broken file, into a report folder that holds files (--overwrite); not a
+    terminal, so progress comes as lines (every image here, instead of every 30 s)."""
+    from slidewin.apps.folder import progress
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    gt = json.loads((COCO_MINI / "instances.json").read_text())
+    first = min(gt["images"], key=lambda im: im["id"])
+    shutil.copy(COCO_MINI / "images" / first["file_name"], data / "images")
+    (data / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    broken = {"id": first["id"] + 1, "file_name": "broken.jpg", "width": 640, "height": 480}
+    kept = {first["id"], broken["id"]}
+    gt = dict(gt, images=[first, broken], annotations=[a for a in gt["annotations"] if a["image_id"] in kept])
+    gt["annotations"].append({"id": 10**6, "image_id": broken["id"], "category_id": 3, "bbox": [10, 10, 100, 80],
+                              "area": 8000, "iscrowd": 0})
+    (data / "instances.json").write_text(json.dumps(gt))
+    model = tmp_path / "m.onnx"
+    os.link(effnet_onnx, model)
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    monkeypatch.setattr(progress, "_LOG_EVERY_SECONDS", 0.0)
+    code = main(["evaluate", "--data", str(data), "--model", str(model), "--mode", "dense", "--out-dir", str(out),
+                 "--overwrite"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    said = [line for line in captured.err.splitlines() if "broken.jpg" in line]
+    assert len(said) == 1 and str(data / "images" / "broken.jpg") in said[0], captured.err
+    assert "slidewin: 1/2 images" in captured.err  # the progress line of a log
+    m = EvalResult.from_json(json.loads((out / "metrics.json").read_text()))
+    assert m.images == 1 and list(m.image_errors) == ["broken.jpg"]
+    report = (out / "report.md").read_text()
+    assert "## Images that could not be read (1" in report and "- broken.jpg: " in report
+    assert "1 image(s) could not be read" in captured.out
+
+
+def _interrupt_after_first_images(tmp_path: Path, model: Path, *out_args: str) -> subprocess.CompletedProcess:
+    """``slidewin evaluate`` in a subprocess on the 12 coco-mini photos with a broken file second
+    (by id): once stderr names that file (the first photo and it are done), a real SIGINT."""
+    data = tmp_path / "data"
+    shutil.copytree(COCO_MINI / "images", data / "images")
+    gt = json.loads((COCO_MINI / "instances.json").read_text())
+    ids = sorted(im["id"] for im in gt["images"])
+    (data / "images" / "broken.jpg").write_bytes(b"not an image")
+    gt["images"].append({"id": ids[0] + 1, "file_name": "broken.jpg", "width": 640, "height": 480})
+    (data / "instances.json").write_text(json.dumps(gt))
+    proc = subprocess.Popen([sys.executable, "-m", "slidewin.cli", "evaluate", "--data", str(data), "--model",
+                             str(model), "--mode", "dense", *out_args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = []
+    try:
+        for line in proc.stderr:
+            err.append(line)
+            if "broken.jpg" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        out, rest = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(err) + rest)
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_detections_done_or_says_nothing_was_kept(effnet_onnx, tmp_path):
+    model = tmp_path / "m.onnx"
+    os.link(effnet_onnx, model)
+    ids = sorted(im["id"] for im in json.loads((COCO_MINI / "instances.json").read_text())["images"])
+    out = tmp_path / "report"
+    proc = _interrupt_after_first_images(tmp_path / "a", model, "--out-dir", str(out))
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    done = int(re.search(r"interrupted after (\d+) of 13 images", last)[1])
+    assert 2 <= done < 13, last
+    assert f"the detections of those images are in {out / 'detections.json'}" in last
+    results = json.loads((out / "detections.json").read_text())
+    done_ids = {ids[0], ids[0] + 1, *ids[1:done - 1]}  # the broken file is second by id
+    assert results and {r["image_id"] for r in results} <= done_ids
+    assert ids[0] in {r["image_id"] for r in results}
+    assert not (out / "metrics.json").exists()
+
+    proc = _interrupt_after_first_images(tmp_path / "b", model)  # no --out-dir: nothing to keep
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    assert re.search(r"interrupted after \d+ of 13 images: nothing was kept$", last), last
 
 
 def test_evaluate_reports_recall_of_windows_and_proposals(effnet_onnx, synthetic_coco, tmp_path):
