@@ -55,7 +55,7 @@ BATCH = 16
 # purpose: on coco-dev windows a third of fp32's top-1/top-2 margins are under 0.05, so even
 # +-1 grey level of pixel noise changes fp32's own top-1 on ~10% of them; int8 measures ~92%,
 # fp16 ~99% (2 flips in a 32-window check is already 94%), a broken quantization far less
-# (int8 with a bad choice of fp32 layers: 63%). benchmarks/bench_precision.py reports the real figures.
+# (int8 with a bad choice of fp32 layers: 63%). benchmarks/speed/bench_precision.py reports the real figures.
 MIN_AGREEMENT = {Precision.FP16: 0.90, Precision.INT8: 0.80}
 CONFIDENT = 0.5  # fp32 top-1 probability from which a window counts as a confident prediction
 
@@ -435,7 +435,7 @@ class ActivationType(str, Enum):
 @dataclass(frozen=True)
 class Int8Settings:
     """Static QDQ quantization settings. The defaults are the ones measured best on an AVX-512
-    VNNI CPU with EfficientNet-Lite0 and ResNet50 (figures: benchmarks/bench_precision.py).
+    VNNI CPU with EfficientNet-Lite0 and ResNet50 (figures: benchmarks/speed/bench_precision.py).
 
     Attributes:
         activations: uint8 (asymmetric: ReLU/ReLU6 outputs use all 256 levels, and u8s8 is the

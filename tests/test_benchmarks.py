@@ -6,7 +6,9 @@ TensorFlow and the seed-0 ResNet50 export, so it is marked slow.
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,11 +16,13 @@ import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH))
+sys.path[:0] = [str(BENCH), str(BENCH / "speed"), str(BENCH / "quality")]
 
+import _common  # noqa: E402
 import baseline_recipe as recipe  # noqa: E402
 import bench_nms  # noqa: E402
 
+from conftest import COCO_MINI  # noqa: E402
 from slidewin.core.nms import batched_nms, nms  # noqa: E402
 
 
@@ -78,9 +82,9 @@ def test_guarded_run_times_out():
 def test_bench_nms_main_writes_results(tmp_path, capsys):
     assert bench_nms.main(["--sizes", "50", "200", "--repeat", "2", "--no-first-call", "--out-dir", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "nms.json").read_text())
-    assert {(r["mode"], r["layout"], r["boxes"]) for r in data["results"]} == {
+    assert {(r["mode"], r["layout"], r["boxes"]) for r in data["rows"]} == {
         (mode, layout, n) for mode in ("greedy", "class-aware") for layout in ("random", "clustered") for n in (50, 200)}
-    for r in data["results"]:
+    for r in data["rows"]:
         assert r["impls"]["slidewin"]["identical"] and r["impls"]["numpy"]["identical"]
         assert r["impls"]["slidewin"]["median_s"] > 0
     assert "| layout" in capsys.readouterr().out
@@ -147,19 +151,20 @@ def test_bench_baseline_main_tiny(resnet50_random_onnx, tmp_path):
     pytest.importorskip("keras")
     import bench_baseline
 
+    # coco-mini's photos: the one timed, and 6 to calibrate the int8 row on (few: calibration keeps
+    # every activation of every window in memory)
     assert bench_baseline.main(["--images", "1", "--width", "250", "--model", str(resnet50_random_onnx),
-                                "--out-dir", str(tmp_path)]) == 0
-    data = json.loads((tmp_path / "baseline.json").read_text())
-    assert data["weights_max_abs_diff"] < 1e-4  # the same seed-0 weights in Keras and in the ONNX file
-    methods = {s["method"]: s for s in data["summary"]}
+                                "--out-dir", str(tmp_path), "--data", str(COCO_MINI)]) == 0
+    result = json.loads((tmp_path / "baseline.json").read_text())
+    assert result["weights_max_abs_diff"] < 1e-4  # the same seed-0 weights in Keras and in the ONNX file
+    methods = {s["method"]: s for s in result["rows"]}
     assert {"baseline", "patch (tutorial windows)", "patch (slidewin defaults)"} <= set(methods)
-    if bench_baseline.COCO_DEV.exists():  # the int8 row is quantized beside the model, calibrated on coco-dev
-        int8 = methods[bench_baseline.INT8_METHOD]
-        assert int8["windows"] == methods["patch (tutorial windows)"]["windows"]
-        assert Path(data["int8_model"]).parent == resnet50_random_onnx.parent
-    (h, w) = data["per_image"][0]["hw"]
+    int8 = methods[bench_baseline.INT8_METHOD]  # quantized beside the model, calibrated on the data set
+    assert int8["windows"] == methods["patch (tutorial windows)"]["windows"]
+    assert Path(result["int8_model"]).parent == resnet50_random_onnx.parent
+    (h, w) = result["per_image"][0]["hw"]
     assert w == 250 and methods["baseline"]["windows"] == [recipe.count_windows((h, w), None)[1]]
-    assert all(s["median_s"] > 0 for s in data["summary"])
+    assert all(s["median_s"] > 0 for s in result["rows"])
 
 
 # --- bench_dense, eval_coco -----------------------------------------------------------------------------
@@ -172,8 +177,10 @@ def test_bench_dense_main_tiny(effnet_onnx, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench_dense, "ensure_model", lambda name: effnet_onnx)
     monkeypatch.setattr(_common, "RESULTS", tmp_path)
     monkeypatch.setattr(bench_dense, "RESULTS", tmp_path)
-    assert bench_dense.main(["--images", "1", "--rounds", "1", "--configs", "efficientnet-lite0:input"]) == 0
-    r = json.loads((tmp_path / "dense.json").read_text())["results"][0]
+    monkeypatch.delenv("SLIDEWIN_DATA", raising=False)
+    assert bench_dense.main(["--images", "1", "--rounds", "1", "--configs", "efficientnet-lite0:input",
+                             "--data", str(COCO_MINI)]) == 0
+    r = json.loads((tmp_path / "dense.json").read_text())["rows"][0]
     assert r["windows_per_image"] > 1 and r["patch_s_median"] > 0 and r["dense_s_median"] > 0
     assert 0 <= r["top1_agreement"] <= 1 and r["agreement_meaningful"]
     assert "dense speed-up" in capsys.readouterr().out
@@ -182,14 +189,13 @@ def test_bench_dense_main_tiny(effnet_onnx, tmp_path, monkeypatch, capsys):
 def test_eval_coco_main_tiny(effnet_onnx, tmp_path, monkeypatch, capsys):
     import eval_coco
 
-    from conftest import COCO_MINI
 
     monkeypatch.setattr(eval_coco, "ensure_model", lambda name: effnet_onnx)
     monkeypatch.chdir(tmp_path)  # main() changes directory to the project; restore it afterwards
     data = ["--data", str(COCO_MINI)]  # the fixture photos: a clone has no ../shared
     assert eval_coco.main([*data, "--modes", "dense", "--limit", "2", "--out-dir", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary-2.json").read_text())
-    (row,) = summary["results"]
+    (row,) = summary["rows"]
     assert row["mode"] == "dense" and row["images"] == 2
     for recipe in ("slidewin", "tutorial"):
         metrics = json.loads((tmp_path / f"{recipe}-dense-2" / "metrics.json").read_text())
@@ -219,3 +225,164 @@ def test_bench_engine_table_and_tree_rss():
         child = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(64 << 20); time.sleep(1)"])
         child.wait()
     assert rss.peak_tree >= rss.peak_self + (32 << 20)  # the child's 64 MB counted in the tree only
+
+
+# --- benchmarks use slidewin's public names only ---------------------------------------------------
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def private_slidewin_names(source: str) -> list[str]:
+    """The private slidewin names a script uses: ``from slidewin.x import _y``, a ``_module`` on the
+    way, or ``_y`` read off a slidewin module or a name imported from one. Code in string constants
+    (the scripts run child processes with ``python -c CODE``) is read too."""
+    tree = ast.parse(source)
+    found, bound = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "slidewin" in node.value:
+            try:
+                found += private_slidewin_names(node.value)
+            except SyntaxError:
+                pass  # prose, not code
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("slidewin", "slidewin_export"):
+            found += [f"{node.module}.{a.name}" for a in node.names if _private(a.name)]
+            found += [node.module] if any(_private(p) for p in node.module.split(".")) else []
+            bound |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] in ("slidewin", "slidewin_export"):
+                    found += [a.name] if any(_private(p) for p in a.name.split(".")) else []
+                    bound.add(a.asname or a.name.split(".")[0])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            base = node.value
+            while isinstance(base, ast.Attribute):
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in bound:
+                found.append(f"{ast.unparse(node)}")
+    return found
+
+
+def test_the_private_name_check_finds_each_kind():
+    bad = ("from slidewin.apps.evaluate import _coco_eval, evaluate\n"
+           "import slidewin.io._private\n"
+           "import slidewin.runtime.sessions as s\n"
+           "from slidewin import Classifier\n"
+           "x = s._cache + Classifier._load() + slidewin.core._x\n"
+           "CODE = 'from slidewin.apps.recall import _best'\n")
+    assert sorted(private_slidewin_names(bad)) == sorted([
+        "slidewin.apps.evaluate._coco_eval", "slidewin.io._private", "s._cache", "Classifier._load",
+        "slidewin.core._x", "slidewin.apps.recall._best"])
+    fine = ("from slidewin.apps.evaluate import evaluate\nimport slidewin\n"
+            "x = evaluate.__doc__, slidewin.__version__, self._stop, obj._x\n")
+    assert private_slidewin_names(fine) == []
+
+
+def test_no_benchmark_uses_a_private_slidewin_name():
+    scripts = sorted(BENCH.rglob("*.py"))
+    assert len(scripts) > 10
+    found = {str(p.relative_to(BENCH)): names for p in scripts if (names := private_slidewin_names(p.read_text()))}
+    assert not found, f"give slidewin a public name for these: {found}"
+
+
+# --- _common: interleave, --data, Result ---------------------------------------------------------------
+
+
+def test_interleave_mirrors_every_other_round():
+    order = list(_common.interleave(["a", "b", "c"], 4))
+    assert order == [(0, "a"), (0, "b"), (0, "c"), (1, "c"), (1, "b"), (1, "a"),
+                     (2, "a"), (2, "b"), (2, "c"), (3, "c"), (3, "b"), (3, "a")]
+    # Over each pair of rounds every case has the same mean position: a linear drift cancels.
+    positions = {c: [i % 3 for i, (_, x) in enumerate(order) if x == c] for c in "abc"}
+    assert len({sum(p) for p in positions.values()}) == 1
+    assert list(_common.interleave([], 3)) == [] and list(_common.interleave(["a"], 0)) == []
+
+
+def _data_parser(**kw):
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="bench_x")
+    _common.add_data_option(ap, **kw)
+    return ap
+
+
+def test_data_option_reads_the_flag_then_the_environment_then_the_fallback(tmp_path, monkeypatch):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    monkeypatch.delenv("SLIDEWIN_DATA", raising=False)
+    assert _common.parse(_data_parser(), ["--data", str(one)]).data == one
+    assert _common.parse(_data_parser(fallback=(two,)), []).data == two  # the folder beside the repository
+    assert _common.parse(_data_parser(many=True, fallback=(one, two)), []).data == [one, two]
+    monkeypatch.setenv("SLIDEWIN_DATA", f"{two}{os.pathsep}{one}")
+    assert _common.parse(_data_parser(many=True), []).data == [two, one]
+    assert _common.parse(_data_parser(), []).data == two
+    assert _common.parse(_data_parser(), ["--data", str(one)]).data == one  # the flag wins
+    args = _common.parse(_data_parser(), ["--data", str(one)])
+    assert not hasattr(args, "_data_option")
+
+
+@pytest.mark.parametrize("argv, env, needle", [
+    ([], None, "no data set: pass --data DIR or set SLIDEWIN_DATA"),
+    (["--data", "{tmp}/absent"], None, "absent: no such folder"),
+    ([], "{tmp}/gone", "gone: no such folder"),
+])
+def test_data_option_mistakes_are_one_line(tmp_path, monkeypatch, capsys, argv, env, needle):
+    monkeypatch.delenv("SLIDEWIN_DATA", raising=False)
+    if env:
+        monkeypatch.setenv("SLIDEWIN_DATA", env.format(tmp=tmp_path))
+    with pytest.raises(SystemExit) as e:
+        _common.parse(_data_parser(fallback=(tmp_path / "nowhere",)), [a.format(tmp=tmp_path) for a in argv])
+    message = str(e.value.code)
+    assert message.startswith("bench_x: ") and needle in message and "\n" not in message
+    monkeypatch.delenv("SLIDEWIN_DATA", raising=False)
+    assert _common.parse(_data_parser(required=False, fallback=(tmp_path / "nowhere",)), []).data is None
+
+
+def test_result_saves_prints_and_reads_back(tmp_path, capsys):
+    import argparse
+
+    args = argparse.Namespace(limit=2, data=Path("x/coco"), _private=1)
+    rows = [{"name": "a", "s": 1.5}, {"name": "b", "s": 0.25}]
+    result = _common.Result({"cpu": "C", "physical_cores": 2, "gpu": None, "onnxruntime": "1"}, args, rows,
+                            name="r", folder=tmp_path, extra={"note": "n"})
+    text = result.table(["name", "s"], title="T")
+    assert "| a" in text and "0.25" in text and text in capsys.readouterr().out
+    saved = json.loads(result.save().read_text())
+    assert saved == {"machine": result.machine, "args": {"limit": 2, "data": "x/coco"}, "note": "n", "rows": rows}
+    back = _common.Result.load(tmp_path / "r.json")
+    assert (back.rows, back.extra, back.name, back.folder) == (rows, {"note": "n"}, "r", tmp_path)
+    assert back.machine_line == "C (2 cores), no GPU; onnxruntime 1"
+    pytest.importorskip("matplotlib")
+    assert result.chart(lambda ax: ax.plot([0, 1], [1, 0])).stat().st_size > 0
+    assert result.chart(lambda axes: [ax.plot([0], [0]) for ax in axes], ncols=2).name == "r.png"
+
+
+# --- bench_compare --before -------------------------------------------------------------------------
+
+
+def test_bench_compare_finds_slidewin_in_a_tree_or_says_it_is_not_there(tmp_path):
+    import bench_compare
+
+    assert Path(bench_compare.slidewin_of(_common.ROOT)).resolve().is_relative_to(_common.ROOT)
+    with pytest.raises(SystemExit) as e:
+        bench_compare.slidewin_of(tmp_path)
+    assert str(e.value.code).startswith(f"bench_compare: {tmp_path}: no slidewin package there")
+
+
+@pytest.mark.slow
+def test_bench_compare_before_and_after_from_one_run(tmp_path, monkeypatch, capsys):
+    """This tree as both 'before' and 'after' on one photo: the machinery, not a timing (~40 s)."""
+    import bench_compare
+
+    monkeypatch.delenv("SLIDEWIN_DATA", raising=False)
+    assert bench_compare.main(["--data", str(COCO_MINI), "--limit", "1", "--rows", "dense", "--no-warmup",
+                               "--before", str(_common.ROOT), "--out-dir", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "compare-before-after.json").read_text())
+    row = saved["rows"]["dense"]
+    assert row["before"]["images"] == row["after"]["images"] == 1
+    assert row["same_quality"] and row["after_over_before_seconds"] > 0
+    assert saved["slidewin"]["before"] == saved["slidewin"]["after"]
+    assert "| windows, dense mode" in capsys.readouterr().out

@@ -37,7 +37,7 @@ import numpy as np
 __all__ = ["batched_nms", "nms"]
 
 #: Inputs up to this many boxes take the NumPy loop while the numba kernel is not loaded yet
-#: (benchmarks/bench_startup.py: the loop costs about what loading the kernel costs at this size).
+#: (benchmarks/speed/bench_startup.py: the loop costs about what loading the kernel costs at this size).
 NUMPY_MAX_BOXES = 3000
 
 

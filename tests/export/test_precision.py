@@ -3,7 +3,7 @@
 Fast tests convert a tiny hand-built classifier and use synthetic photos; the ``slow`` ones
 convert the real EfficientNet-Lite0 (session fixture) with few calibration windows, calibrated
 and checked on real coco-dev photos (skipped with a reason when ../shared/data/coco-dev is
-absent). The benchmark (benchmarks/bench_precision.py) reports the real agreement figures;
+absent). The benchmark (benchmarks/speed/bench_precision.py) reports the real agreement figures;
 the bounds here are deliberately looser.
 """
 
@@ -337,7 +337,7 @@ def test_benchmark_times_precisions_interleaved():
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "speed"))
     import bench_precision
 
     calls = []
@@ -351,6 +351,7 @@ def test_benchmark_times_precisions_interleaved():
 
     ips = bench_precision.interleaved_speed({"fp32": Fake("fp32"), "int8": Fake("int8")},
                                             np.zeros((4, 2, 2, 3), np.uint8), rounds=3, runs=2)
-    # warm-up twice each, then every round times each precision back to back
-    assert calls == ["fp32", "fp32", "int8", "int8"] * 4
+    # warm-up twice each, then every round times each precision back to back, mirrored every other round
+    fp32, int8 = ["fp32"] * 2, ["int8"] * 2
+    assert calls == fp32 + int8 + fp32 + int8 + int8 + fp32 + fp32 + int8
     assert {k: len(v) for k, v in ips.items()} == {"fp32": 3, "int8": 3}

@@ -11,30 +11,44 @@ Speed is measured *interleaved*: each round times every precision back to back, 
 speed-up is the median over rounds of the per-round ratio, so CPU contention from other
 processes hits all precisions alike. Run:
 
-    python benchmarks/bench_precision.py [--batch 16] [--rounds 7] [--requantize]
+    python benchmarks/speed/bench_precision.py [--batch 16] [--rounds 7] [--requantize] [--data DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from _common import COCO_DEV, MODELS, ensure_model, machine, machine_line, median, print_table, write_chart, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common
+
+from _common import (
+    MODELS,
+    Result,
+    add_data_option,
+    ensure_model,
+    interleave,
+    machine,
+    median,
+    parse,
+)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-def variant(name: str, precision: str, fp32, requantize: bool):
-    """models/<name>-<precision>.onnx, made from the fp32 file when missing, stale, or asked to."""
+def variant(name: str, precision: str, fp32, requantize: bool, data: Path):
+    """models/<name>-<precision>.onnx, made from the fp32 file when missing, stale, or asked to (int8
+    calibrated on the data set's even photos)."""
     from slidewin_export.quantize import calibration_photos, to_fp16, to_int8
 
     if precision == "fp32":
         return fp32
     path = MODELS / f"{name}-{precision}.onnx"
     if requantize or not path.exists() or path.stat().st_mtime < fp32.stat().st_mtime:
-        folder, cal, held = calibration_photos(COCO_DEV / "images")
+        folder, cal, held = calibration_photos(data / "images")
         print(f"making {path.name} from {fp32.name} ...", flush=True)
         if precision == "fp16":
             to_fp16(fp32, path, photos=held)
@@ -49,12 +63,12 @@ def interleaved_speed(classifiers: dict, batch: np.ndarray, rounds: int, runs: i
         clf.predict(batch)
         clf.predict(batch)
     ips: dict[str, list[float]] = {k: [] for k in classifiers}
-    for _ in range(rounds):
-        for key, clf in classifiers.items():
-            t0 = time.perf_counter()
-            for _ in range(runs):
-                clf.predict(batch)
-            ips[key].append(runs * len(batch) / (time.perf_counter() - t0))
+    for _, key in interleave(classifiers, rounds):
+        clf = classifiers[key]
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            clf.predict(batch)
+        ips[key].append(runs * len(batch) / (time.perf_counter() - t0))
     return ips
 
 
@@ -67,25 +81,39 @@ def main(argv=None) -> int:
     ap.add_argument("--check-windows", type=int, default=480,
                     help="held-out windows for agreement (6 per photo; 480 = all 80 held-out coco-dev photos)")
     ap.add_argument("--requantize", action="store_true", help="remake the fp16 / int8 files")
-    args = ap.parse_args(argv)
+    add_data_option(ap, help="COCO-format data set whose even photos calibrate int8 and odd ones check agreement")
+    args = parse(ap, argv)
+
+    from slidewin_export.quantize import (
+        CHECK_PHOTOS,
+        WINDOW_SEED,
+        Int8Settings,
+        agreement,
+        calibration_photos,
+        cut_windows,
+        probabilities,
+    )
 
     from slidewin import Classifier
     from slidewin.errors import SlidewinError
-    from slidewin_export.quantize import (CHECK_PHOTOS, WINDOW_SEED, Int8Settings, agreement, calibration_photos,
-                                          cut_windows, probabilities)
 
     try:
-        _, _, held = calibration_photos(COCO_DEV / "images")
+        _, _, held = calibration_photos(args.data / "images")
     except SlidewinError as e:
-        print(f"bench_precision needs the coco-dev photos: {e}")
+        print(f"bench_precision needs photos to calibrate and check on: {e}")
         return 2
-    m = machine()
-    print(f"machine: {machine_line(m)}")
-    device = "cuda" if m["gpu"] else "cpu"
-    rows, results = [], []
+    device = "cuda" if (m := machine())["gpu"] else "cpu"
+    results: list[dict] = []
+    result = Result(m, args, results, name="precision", extra={
+        "device": device,
+        "method": "interleaved rounds: each round times fp32, fp16, int8 back to back, in mirrored order every "
+                  "other round; speed-up is the median of per-round ratios (robust to CPU contention from other "
+                  "processes)"})
+    print(f"machine: {result.machine_line}")
+    rows = []
     for name in args.models:
         fp32 = ensure_model(name)
-        paths = {p: variant(name, p, fp32, args.requantize) for p in PRECISIONS}
+        paths = {p: variant(name, p, fp32, args.requantize, args.data) for p in PRECISIONS}
         classifiers = {p: Classifier(paths[p], device=device) for p in PRECISIONS}
         meta = classifiers["fp32"].meta
         h, w = meta.input_hw
@@ -130,20 +158,15 @@ def main(argv=None) -> int:
                                       "confident_windows": floor.confident, "max_abs_diff": floor.max_abs_diff,
                                       "windows": floor.windows}})
 
-    title = (f"fp32 vs fp16 vs int8, batch {args.batch} on {device} ({machine_line(m)}). Speed: {args.rounds} "
+    title = (f"fp32 vs fp16 vs int8, batch {args.batch} on {device} ({result.machine_line}). Speed: {args.rounds} "
              f"interleaved rounds (every precision timed back to back each round; speed-up = median of per-round "
              f"ratios, so other processes' load hits all alike). Agreement with fp32 on held-out coco-dev windows "
              f"(never used for calibration); 'fp32 >= 0.5': windows where fp32's top-1 probability is at least 0.5. "
              f"* random weights: agreement not meaningful, speed is.")
-    print_table(["model", "weights", "precision", "provider", "images/s", "vs fp32", "top-1 agree",
-                 "top-1 agree (fp32 >= 0.5)", "max |Δprob|", "MiB"], rows, title=title)
-    write_json("precision", {
-        "machine": m, "args": vars(args), "device": device,
-        "method": "interleaved rounds: each round times fp32, fp16, int8 back to back; speed-up is the median "
-                  "of per-round ratios (robust to CPU contention from other processes)",
-        "int8_settings": Int8Settings().describe(),
-        "results": results,
-    })
+    result.table(["model", "weights", "precision", "provider", "images/s", "vs fp32", "top-1 agree",
+                  "top-1 agree (fp32 >= 0.5)", "max |Δprob|", "MiB"], rows, title=title)
+    result.extra["int8_settings"] = Int8Settings().describe()
+    result.save()
 
     def draw(ax):
         timed = [r for r in results if "images_per_s" in r]
@@ -165,7 +188,7 @@ def main(argv=None) -> int:
                      "agreement with fp32 on held-out coco-dev windows (* random weights: not meaningful)", fontsize=9)
         ax.legend()
 
-    write_chart("precision", draw)
+    result.chart(draw)
     return 0
 
 

@@ -4,7 +4,7 @@ Each configuration runs in its own process (so its peak RSS is its own) over the
 slidewin patch mode with ResNet50 and with EfficientNet-Lite0, dense mode for both, and Faster
 R-CNN ResNet50-FPN v2, all through ONNX Runtime (CUDA when usable, else CPU). Run:
 
-    python benchmarks/bench_detect.py [--data ../shared/data/coco-dev] [--limit 10]
+    python benchmarks/speed/bench_detect.py [--data DIR] [--limit 10]
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import COCO_DEV, ensure_model, machine, machine_line, print_table, write_chart, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common
+
+from _common import Result, add_data_option, ensure_model, machine, parse
 
 CONFIGS = {
     "patch, ResNet50": ("resnet50-random", "patch"),
@@ -70,26 +72,27 @@ def worker(model: Path, mode: str | None, paths: list[Path], windows: str) -> di
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=COCO_DEV, help="image folder or COCO dataset folder")
+    add_data_option(ap, help="image folder or COCO dataset folder")
     ap.add_argument("--limit", type=int, default=10, help="images to time (default 10; 0 = all)")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--windows", choices=["input", "default"], default="input",
                     help="input: one window of the classifier's input size (224, the classic setting); "
                          "default: slidewin's detection defaults (3 sizes, ~20x more windows)")
     ap.add_argument("--worker", nargs=4, metavar=("MODEL", "MODE", "PATHS_JSON", "WINDOWS"), help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    args = parse(ap, argv)
     if args.worker:
         model, mode, paths, windows = args.worker
         print(json.dumps(worker(Path(model), None if mode == "-" else mode, [Path(p) for p in json.loads(paths)],
                                 windows)))
         return 0
 
-    if not args.data.exists():
-        sys.exit(f"bench_detect: no such folder {args.data} (pass --data)")
     paths = image_paths(args.data, args.limit or None)
-    m = machine()
-    print(f"machine: {machine_line(m)}; {len(paths)} images from {args.data}")
-    rows, results = [], []
+    results: list[dict] = []
+    result = Result(machine(), args, results, name="detect",
+                    extra={"images": [str(p) for p in paths], "windows": args.windows})
+    m = result.machine
+    print(f"machine: {result.machine_line}; {len(paths)} images from {args.data}")
+    rows = []
     for name in args.configs:
         model_name, mode = CONFIGS[name]
         model = ensure_model(model_name)
@@ -106,10 +109,10 @@ def main(argv=None) -> int:
         results.append(r)
         rows.append([name, f"{r['median_s']:.3f}", f"{r['p90_s']:.3f}", f"{r['images_per_s']:.2f}",
                      f"{r['windows'] / len(paths):.0f} {r['unit']}", f"{r['peak_rss_mb']:.0f}"])
-    print_table(["detector", "median s/image", "p90 s/image", "images/s", "evaluated per image", "peak RSS MB"],
-                rows, title=f"Per-image detection, {len(paths)} images, windows: {args.windows} ({machine_line(m)})")
-    write_json("detect", {"machine": m, "images": [str(p) for p in paths], "windows": args.windows,
-                          "results": results})
+    result.table(["detector", "median s/image", "p90 s/image", "images/s", "evaluated per image", "peak RSS MB"],
+                 rows, title=f"Per-image detection, {len(paths)} images, windows: {args.windows} "
+                             f"({result.machine_line})")
+    result.save()
 
     def draw(ax):
         y = np.arange(len(results))
@@ -118,9 +121,9 @@ def main(argv=None) -> int:
         ax.set_yticks(y, [r["name"] for r in results])
         ax.invert_yaxis()
         ax.set_xlabel("seconds per image (median, whisker to p90)")
-        ax.set_title(f"{len(paths)} coco-dev images, {m['cpu'][:40]}" + (f", {m['gpu']}" if m["gpu"] else ""))
+        ax.set_title(f"{len(paths)} {args.data.name} images, {m['cpu'][:40]}" + (f", {m['gpu']}" if m["gpu"] else ""))
 
-    write_chart("detect", draw)
+    result.chart(draw)
     return 0
 
 

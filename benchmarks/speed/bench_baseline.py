@@ -14,10 +14,10 @@ window below) on the same resized image:
 - patch mode with slidewin's default settings;
 - dense mode with both, stepping by the network stride.
 
-Every image goes through every method once, interleaved (the order rotates per image), so load
-from other processes hits all alike. Random weights: speed figures only, no accuracy. Run:
+Every image goes through every method once, interleaved (the order mirrored every other image),
+so load from other processes hits all alike. Random weights: speed figures only, no accuracy. Run:
 
-    python benchmarks/bench_baseline.py [--images 3] [--width 600] [--out-dir DIR]
+    python benchmarks/speed/bench_baseline.py [--images 3] [--width 600] [--out-dir DIR] [--data DIR]
 """
 
 from __future__ import annotations
@@ -33,8 +33,31 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import COCO_DEV, RESULTS, ensure_model, machine, machine_line, median, print_table, write_chart, write_json
-from baseline_recipe import INPUT_SIZE, PYR_SCALE, ROI_SIZE, WIDTH, WIN_STEP, count_windows, imutils_resize, tutorial_detect
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common
+
+from _common import (
+    RESULTS,
+    Result,
+    add_data_option,
+    ensure_model,
+    interleave,
+    machine,
+    machine_line,
+    median,
+    parse,
+    photos,
+    print_table,
+)
+from baseline_recipe import (
+    INPUT_SIZE,
+    PYR_SCALE,
+    ROI_SIZE,
+    WIDTH,
+    WIN_STEP,
+    count_windows,
+    imutils_resize,
+    tutorial_detect,
+)
 
 SEED = 0  # what export_keras_resnet50(..., seed=0) and ensure_model("resnet50-random") use
 # Targets per image against the baseline. The "tutorial windows" rows are the fair comparison;
@@ -74,12 +97,12 @@ def load_keras_resnet50(seed: int = SEED):
     return model, keras.applications.resnet50.preprocess_input
 
 
-def sample_images(n: int, width: int | None) -> list[tuple[str, np.ndarray]]:
-    """The first n coco-dev photos (RGB), resized to ``width`` as the tutorial does; synthetic
-    640x480 noise when coco-dev is absent."""
+def sample_images(data: Path | None, n: int, width: int | None) -> list[tuple[str, np.ndarray]]:
+    """The first n photos of the data set (RGB), resized to ``width`` as the tutorial does;
+    synthetic 640x480 noise without a data set."""
     from slidewin.io.images import load_image
 
-    paths = sorted((COCO_DEV / "images").glob("*.jpg"))[:n] if COCO_DEV.exists() else []
+    paths = photos(data, n)
     if paths:
         images = [(p.name, load_image(p, convert=True)) for p in paths]
     else:
@@ -93,8 +116,8 @@ def slidewin_configs() -> dict[str, object]:
     200x150, 16 px steps along both axes of the ROI, pyramid 1.5) and slidewin's defaults, in
     patch and dense mode. Dense mode steps by the network stride (32 classifier-input pixels),
     a coarser grid than the tutorial's; the window counts printed make that visible."""
-    from slidewin.pipeline.config import DetectorConfig, Mode
     from slidewin.apps.evaluate import tutorial_config
+    from slidewin.pipeline.config import DetectorConfig, Mode
 
     return {
         "patch (tutorial windows)": tutorial_config(INPUT_SIZE, Mode.PATCH),
@@ -104,15 +127,15 @@ def slidewin_configs() -> dict[str, object]:
     }
 
 
-def int8_model(fp32: Path) -> Path:
-    """``<stem>-int8.onnx`` beside the fp32 model, quantized (calibrated on coco-dev) when missing
-    or older than it."""
+def int8_model(fp32: Path, data: Path) -> Path:
+    """``<stem>-int8.onnx`` beside the fp32 model, quantized (calibrated on the data set's photos)
+    when missing or older than it."""
     path = fp32.with_name(f"{fp32.stem}-int8.onnx")
     if not path.exists() or path.stat().st_mtime < fp32.stat().st_mtime:
         from slidewin_export.quantize import calibration_photos, to_int8
 
-        _, calibration, held_out = calibration_photos(COCO_DEV / "images")
-        print(f"making {path.name} from {fp32.name} (int8, calibrated on coco-dev windows) ...", flush=True)
+        _, calibration, held_out = calibration_photos(data / "images")
+        print(f"making {path.name} from {fp32.name} (int8, calibrated on windows of {data.name}) ...", flush=True)
         to_int8(fp32, path, calibration, held_out=held_out)
     return path
 
@@ -195,16 +218,18 @@ def main(argv=None) -> int:
     ap.add_argument("--no-int8", dest="int8", action="store_false",
                     help="skip the int8 patch-mode row (it quantizes the model first when needed: export extra)")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
-    args = ap.parse_args(argv)
+    add_data_option(ap, required=False,
+                    help="photos to time, and to calibrate the int8 row on (default: synthetic noise, no int8 row)")
+    args = parse(ap, argv)
     if args.images < 1:
         ap.error("--images must be >= 1")
 
     m = machine()
     print(f"machine: {machine_line(m)}")
-    print("caveat: other processes share this machine's CPU; methods run interleaved per image (rotating "
+    print("caveat: other processes share this machine's CPU; methods run interleaved per image (mirrored "
           "order), so contention hits all alike, but absolute times carry that noise.", flush=True)
     model_path = args.model or ensure_model("resnet50-random")
-    images = sample_images(args.images, args.width or None)
+    images = sample_images(args.data, args.images, args.width or None)
 
     t0 = time.perf_counter()
     model, preprocess = load_keras_resnet50()
@@ -225,13 +250,13 @@ def main(argv=None) -> int:
     for name, cfg in slidewin_configs().items():
         methods[name] = build_slidewin(model_path, cfg)
     int8_path = None
-    if args.int8 and not (COCO_DEV / "images").is_dir():
-        print(f"no int8 row: calibrating it needs real photos ({COCO_DEV} is absent)", flush=True)
+    if args.int8 and not (args.data and (args.data / "images").is_dir()):
+        print("no int8 row: calibrating it needs real photos (pass --data DIR)", flush=True)
     elif args.int8:  # the same weights, quantized: what patch mode gains from --precision int8
-        from slidewin.pipeline.config import Mode
         from slidewin.apps.evaluate import tutorial_config
+        from slidewin.pipeline.config import Mode
 
-        int8_path = int8_model(model_path)
+        int8_path = int8_model(model_path, args.data)
         methods = {INT8_METHOD: build_slidewin(int8_path, tutorial_config(INPUT_SIZE, Mode.PATCH)), **methods}
     warm_image = images[0][1][: 240, : 320]
     for name, det in methods.items():
@@ -241,21 +266,18 @@ def main(argv=None) -> int:
           + ", ".join(f"{nm} {im.shape[1]}x{im.shape[0]}: {count_windows(im.shape[:2], None)[1]}" for nm, im in images),
           flush=True)
     names = ["baseline", *methods]
-    per_image = []
-    for k, (img_name, image) in enumerate(images):
-        order = names[k % len(names):] + names[:k % len(names)]
-        entry = {"image": img_name, "hw": list(image.shape[:2]), "methods": {}}
-        for name in order:
-            if name == "baseline":
-                r = run_baseline(model, preprocess, labels, image, args.max_windows)
-            else:
-                r = run_slidewin(methods[name], image)
-            r["load_avg_1min"] = _load_avg()  # how busy the machine was (other sessions share it)
-            entry["methods"][name] = r
-            print(f"  {img_name} {image.shape[1]}x{image.shape[0]}: {name:27s} {r['seconds']:7.2f} s, "
-                  f"{r['windows']} windows, {r['levels']} levels, {r['detections']} detections, "
-                  f"load avg {r['load_avg_1min']}", flush=True)
-        per_image.append(entry)
+    per_image = [{"image": img_name, "hw": list(image.shape[:2]), "methods": {}} for img_name, image in images]
+    for k, name in interleave(names, len(images)):  # one round per image
+        img_name, image = images[k]
+        if name == "baseline":
+            r = run_baseline(model, preprocess, labels, image, args.max_windows)
+        else:
+            r = run_slidewin(methods[name], image)
+        r["load_avg_1min"] = _load_avg()  # how busy the machine was (other sessions share it)
+        per_image[k]["methods"][name] = r
+        print(f"  {img_name} {image.shape[1]}x{image.shape[0]}: {name:27s} {r['seconds']:7.2f} s, "
+              f"{r['windows']} windows, {r['levels']} levels, {r['detections']} detections, "
+              f"load avg {r['load_avg_1min']}", flush=True)
 
     summary = []
     for name in names:
@@ -276,11 +298,12 @@ def main(argv=None) -> int:
              "1.0x (reference)" if s["method"] == "baseline" else f"{s['speedup']:.1f}x",
              f"{s['per_window_speedup']:.1f}x" if s["per_window_speedup"] else "-",
              f"{100 * s['network_share']:.0f}%" if s["network_share"] is not None else "-"] for s in summary]
-    print_table(["method", "windows per image", "median s / image", "windows / s", "speed-up per image",
+    result = Result(m, args, summary, name="baseline", folder=args.out_dir)
+    result.table(["method", "windows per image", "median s / image", "windows / s", "speed-up per image",
                  "per-window speed-up", "time in the network"], rows,
                 title=f"Keras tutorial recipe vs slidewin, ResNet50 (random weights, max |Δprob| {diff:.1g}), "
                       f"{len(images)} coco-dev images at width {args.width or 'original'}; speed-up = median over "
-                      f"images of the per-image ratio, measured side by side ({machine_line(m)})")
+                      f"images of the per-image ratio, measured side by side ({result.machine_line})")
 
     targets = []
     for name, goal in TARGETS.items():
@@ -297,18 +320,16 @@ def main(argv=None) -> int:
     if args.max_windows is not None:
         print(f"note: --max-windows {args.max_windows} capped the baseline; its times are not comparable.")
 
-    payload = {"machine": m, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-               "model": str(model_path), "int8_model": str(int8_path) if int8_path else None, "keras_build_s": build_s, "weights_max_abs_diff": diff,
+    result.extra = {"model": str(model_path), "int8_model": str(int8_path) if int8_path else None, "keras_build_s": build_s, "weights_max_abs_diff": diff,
                "recipe": {"width": args.width, "pyramid_scale": PYR_SCALE, "roi_wh": ROI_SIZE, "step": WIN_STEP,
                           "input_wh": INPUT_SIZE, "min_conf": 0.9, "nms": "imutils overlap 0.3",
                           "predict": "one model.predict, default batch_size 32"},
                "slidewin_configs": {k: json.loads(json.dumps(dataclasses.asdict(v), default=str))
                                     for k, v in slidewin_configs().items()},
-               "summary": summary, "per_image": per_image, "targets": targets,
+               "per_image": per_image, "targets": targets,
                "caveat": "CPU shared with other processes; methods interleaved per image; random weights: speed only"}
-    write_json("baseline", payload, folder=args.out_dir)
-    write_chart("baseline", lambda ax: draw_chart(ax, summary, m, len(images)), folder=args.out_dir,
-                figsize=(8.5, 4.5))
+    result.save()
+    result.chart(lambda ax: draw_chart(ax, summary, m, len(images)), figsize=(8.5, 4.5))
     return 0
 
 

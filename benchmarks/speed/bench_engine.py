@@ -12,7 +12,7 @@ Memory: the peak resident set of the driver, and of the driver plus every proces
 cluster it started (GCS, raylet, workers, helpers), sampled every 0.25 s. The sum counts pages
 that processes share (the object store) once per process: an upper bound. Run:
 
-    python benchmarks/bench_engine.py [--images 40] [--repeats 2]
+    python benchmarks/speed/bench_engine.py [--images 40] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -27,7 +27,17 @@ import threading
 import time
 from pathlib import Path
 
-from _common import ensure_model, machine, machine_line, print_table, run_child, write_chart, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common
+
+from _common import (
+    Result,
+    add_data_option,
+    ensure_model,
+    interleave,
+    machine,
+    parse,
+    run_child,
+)
 from bench_folder import link_folder
 
 CONFIGS = {"local": None, "ray, 1 worker": 1, "ray, 2 workers": 2}
@@ -117,15 +127,13 @@ def child(spec: dict) -> dict:
 
 def measure(model: Path, folder: Path, tmp: Path, repeats: int) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}
-    for rep in range(repeats):
-        names = list(CONFIGS) if rep % 2 == 0 else list(reversed(CONFIGS))  # shared cores drift
-        for name in names:
-            spec = {"model": str(model), "folder": str(folder), "workers": CONFIGS[name],
-                    "out": str(tmp / f"out-{rep}-{name.replace(' ', '').replace(',', '-')}")}
-            r = run_child(__file__, spec)
-            runs[name].append(r)
-            print(f"  {name}: {r['images_per_s']:.2f} images/s, peak RSS {r['peak_tree_rss_mb']:.0f} MB"
-                  + (f", start-up {r['startup_seconds']:.1f} s" if "startup_seconds" in r else ""), flush=True)
+    for rep, name in interleave(CONFIGS, repeats):  # shared cores drift
+        spec = {"model": str(model), "folder": str(folder), "workers": CONFIGS[name],
+                "out": str(tmp / f"out-{rep}-{name.replace(' ', '').replace(',', '-')}")}
+        r = run_child(__file__, spec)
+        runs[name].append(r)
+        print(f"  {name}: {r['images_per_s']:.2f} images/s, peak RSS {r['peak_tree_rss_mb']:.0f} MB"
+              + (f", start-up {r['startup_seconds']:.1f} s" if "startup_seconds" in r else ""), flush=True)
     return runs
 
 
@@ -150,27 +158,32 @@ HEADERS = ["engine", "images/s (run)", "vs local", "Ray start-up s", "images/s i
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=40, help="coco-dev photos (cycled past 160)")
+    ap.add_argument("--images", type=int, default=40, help="photos of --data (cycled when there are fewer)")
     ap.add_argument("--repeats", type=int, default=2, help="runs per configuration (the best is reported)")
     ap.add_argument("--out-dir", type=Path, default=None, help="where engine.json/.png go (default benchmarks/results)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.child:
+    add_data_option(ap, help="photos to run (images/ of a COCO-format set, or a folder of JPEGs)")
+    if "--child" in (sys.argv[1:] if argv is None else argv):
+        args = ap.parse_args(argv)  # a child needs no data set: the spec names its folder
         print(json.dumps(child(json.loads(args.child))))
         return 0
+    args = parse(ap, argv)
 
     model = ensure_model("efficientnet-lite0")
-    m = machine()
     load = os.getloadavg()[0]
-    print(f"machine: {machine_line(m)}; load average {load:.1f}")
+    result = Result(machine(), args, {}, name="engine", folder=args.out_dir, extra={
+        "model": "efficientnet-lite0 (CPU)", "images": args.images, "load_average_at_start": load})
+    m = result.machine
+    print(f"machine: {result.machine_line}; load average {load:.1f}")
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
         tmp = Path(tmp)
-        runs = measure(model, link_folder(tmp / "photos", args.images), tmp, args.repeats)
+        runs = measure(model, link_folder(tmp / "photos", args.images, args.data), tmp, args.repeats)
     rows, best = table_rows(runs)
-    print_table(HEADERS, rows, title=f"Folder run engines, EfficientNet-Lite0 on the CPU, {args.images} coco-dev "
-                                     f"photos, dense, COCO classes (best of {args.repeats}; load {load:.1f})")
-    write_json("engine", {"machine": m, "model": "efficientnet-lite0 (CPU)", "images": args.images,
-                          "load_average_at_start": load, "best": best, "runs": runs}, args.out_dir)
+    result.rows = {"best": best, "runs": runs}
+    result.table(HEADERS, rows, title=f"Folder run engines, EfficientNet-Lite0 on the CPU, {args.images} "
+                                      f"{args.data.name} photos, dense, COCO classes (best of {args.repeats}; "
+                                      f"load {load:.1f})")
+    result.save()
 
     def draw(ax):
         names = list(best)
@@ -184,7 +197,7 @@ def main(argv=None) -> int:
         ax.set_title(f"Local vs Ray engine, EfficientNet-Lite0, CPU ({m['physical_cores']} cores), "
                      f"{args.images} photos")
 
-    write_chart("engine", draw, args.out_dir)
+    result.chart(draw)
     return 0
 
 

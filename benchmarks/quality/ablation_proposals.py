@@ -8,7 +8,7 @@ selective-search boxes per photo, and the classifier's probabilities of every bo
 setting. Settings that only pick boxes or thresholds (minimum size, how many proposals, score
 threshold, NMS) reuse them. Run:
 
-    python benchmarks/ablation_proposals.py [--sets coco-dev coco-train] [--limit N] [--only 3 4]
+    python benchmarks/quality/ablation_proposals.py [--data DEV TRAIN] [--limit N] [--only 3 4]
         [--cache ~/.cache/slidewin/ablation]
 
 Writes benchmarks/results/ablation-proposals.json and prints the table (README, "Region proposals").
@@ -19,14 +19,33 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-from _common import COCO_DEV, RESULTS, ensure_model, machine, machine_line, print_table, write_json
 
-from slidewin.apps.evaluate import EVAL_MIN_SCORE, _coco_eval, _gt_boxes, category_plan, load_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common
+
+from _common import (
+    COCO_DEV,
+    COCO_TRAIN,
+    RESULTS,
+    Result,
+    add_data_option,
+    ensure_model,
+    machine,
+    parse,
+)
+
+from slidewin.apps.evaluate import (
+    EVAL_MIN_SCORE,
+    category_plan,
+    coco_eval,
+    gt_boxes,
+    load_dataset,
+)
 from slidewin.apps.recall import best_ious, recall_summary
 from slidewin.core.detections import Detections
 from slidewin.core.detector import RunStats
@@ -34,12 +53,20 @@ from slidewin.core.merge import merge_detections
 from slidewin.core.targets import COCO_GROUPS, Targets, load_group_notes
 from slidewin.io.images import load_image
 from slidewin.proposals.detector import ProposalConfig
-from slidewin.proposals.generators import SelectiveSearch, clean_proposals, rank_proposals
-from slidewin.proposals.scoring import CropScorer, PooledScorer, ProposalScoring, contrast_scores
+from slidewin.proposals.generators import (
+    SelectiveSearch,
+    clean_proposals,
+    rank_proposals,
+)
+from slidewin.proposals.scoring import (
+    CropScorer,
+    PooledScorer,
+    ProposalScoring,
+    contrast_scores,
+)
 from slidewin.runtime.classifier import Classifier
 from slidewin.runtime.dense import DenseClassifier
 
-SETS = {"coco-dev": COCO_DEV, "coco-train": COCO_DEV.parent / "coco-train"}
 BASE = ProposalConfig(min_score=EVAL_MIN_SCORE)
 
 
@@ -73,19 +100,20 @@ def _key(*parts) -> str:
 class Runner:
     """Caches proposals and probabilities per photo; evaluates a config over the chosen sets."""
 
-    def __init__(self, model: Path, sets: list[str], limit: int | None, cache: Path):
+    def __init__(self, model: Path, sets: list[Path], limit: int | None, cache: Path):
         self.clf = Classifier(model)
         self.model_key = _key(model.stat().st_size, model.stat().st_mtime_ns, str(model))
         self.targets = Targets.parse(COCO_GROUPS, self.clf.labels, self.clf.meta.label_set)
         self.dense = DenseClassifier(self.clf)
         self.cache, self.sets = cache, {}
-        for name in sets:
-            ds = load_dataset(SETS[name])
+        for path in sets:
+            name = path.name
+            ds = load_dataset(path)
             evaluated, _ = category_plan(ds, self.targets.names, load_group_notes(COCO_GROUPS))
             images = sorted(ds.gt["images"], key=lambda im: im["id"])[:limit]
             keep = {im["id"] for im in images}
             gt = dict(ds.gt, images=images, annotations=[a for a in ds.gt["annotations"] if a["image_id"] in keep])
-            self.sets[name] = (ds, evaluated, images, gt, _gt_boxes(ds, evaluated))
+            self.sets[name] = (ds, evaluated, images, gt, gt_boxes(ds.gt, evaluated))
         self.seconds: dict[str, list[float]] = {"proposals": [], "scoring": []}
 
     def proposals(self, name: str, ds, im, method) -> np.ndarray:
@@ -124,7 +152,7 @@ class Runner:
 
     def evaluate(self, c: ProposalConfig) -> dict:
         out = {}
-        for name, (ds, evaluated, images, gt, gt_boxes) in self.sets.items():
+        for name, (ds, evaluated, images, gt, boxes_of) in self.sets.items():
             t2c = {t: cat for cat, t in evaluated.items()}
             results, rows, counts = [], [], []
             for im in images:
@@ -137,7 +165,7 @@ class Runner:
                 if ring_scores is not None and c.uses_ring:
                     scores = contrast_scores(scores, ring_scores[pick], c.contrast)
                 counts.append(len(boxes))
-                rows.append(best_ious(gt_boxes.get(im["id"], np.zeros((0, 4))), boxes, ranked=True))
+                rows.append(best_ious(boxes_of.get(im["id"], np.zeros((0, 4))), boxes, ranked=True))
                 win, cls = np.nonzero(scores >= c.min_score)
                 dets = merge_detections(Detections(boxes[win], scores[win, cls], cls, self.targets.names),
                                         c.merge, c.iou, min_score=c.min_score)
@@ -145,7 +173,7 @@ class Runner:
                     if t in t2c:  # categories with no ground truth in this set are not evaluated
                         results.append({"image_id": im["id"], "category_id": t2c[t],
                                         "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s})
-            ev = _coco_eval(gt, results, list(evaluated))
+            ev = coco_eval(gt, results, list(evaluated))
             r = recall_summary(np.concatenate(rows))
             out[name] = {"AP": float(ev.stats[0]), "AP50": float(ev.stats[1]), "AP75": float(ev.stats[2]),
                          "recall50": r["recall50"], "recall75": r["recall75"], "AR100": r["AR100"],
@@ -155,13 +183,15 @@ class Runner:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
+    add_data_option(ap, many=True, fallback=(COCO_DEV, COCO_TRAIN),
+                    help="COCO-format data sets (images/ + instances.json), each a column of the table")
     ap.add_argument("--limit", type=int, default=None, help="first N photos of each set")
     ap.add_argument("--only", type=int, nargs="*", default=None, help="row numbers to run")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "slidewin" / "ablation")
     ap.add_argument("--out", default="ablation-proposals")
-    args = ap.parse_args(argv)
-    runner = Runner(ensure_model("efficientnet-lite0"), args.sets, args.limit, args.cache)
+    args = parse(ap, argv)
+    sets = [p.name for p in args.data]
+    runner = Runner(ensure_model("efficientnet-lite0"), args.data, args.limit, args.cache)
     m = machine()
     rows, out = [], []
     for i, (name, cfg) in enumerate(steps()):
@@ -175,15 +205,17 @@ def main(argv=None) -> int:
                     "mean_over_sets": both, "per_set": r})
         print(f"[{i}] {name}: AP {both['AP']:.4f} AP75 {both['AP75']:.4f} recall50 {both['recall50']:.3f}",
               flush=True)
-    print_table(["#", "step", "AP", "AP50", "AP75", "recall@0.5", "AR@100", "AP per set (" + ", ".join(args.sets) + ")"],
-                rows, title=f"Proposal ablation, EfficientNet-Lite0, {' + '.join(args.sets)} ({machine_line(m)})")
+    result = Result(m, args, out, name=args.out, extra={
+        "sets": sets, "limit": args.limit,
+        "seconds_measured": {k: float(np.median(v)) if v else None for k, v in runner.seconds.items()}})
+    result.table(["#", "step", "AP", "AP50", "AP75", "recall@0.5", "AR@100", "AP per set (" + ", ".join(sets) + ")"],
+                 rows, title=f"Proposal ablation, EfficientNet-Lite0, {' + '.join(sets)} ({result.machine_line})")
     path = RESULTS / f"{args.out}.json"
-    if path.exists() and args.only is not None:
+    if path.exists() and args.only is not None:  # a partial run updates its rows of the last whole one
         fresh = {r["step"] for r in out}
-        out = sorted([r for r in json.loads(path.read_text())["rows"] if r["step"] not in fresh] + out,
-                     key=lambda r: r["step"])
-    write_json(args.out, {"machine": m, "sets": args.sets, "limit": args.limit, "rows": out,
-                          "seconds_measured": {k: float(np.median(v)) if v else None for k, v in runner.seconds.items()}})
+        result.rows = sorted([r for r in json.loads(path.read_text())["rows"] if r["step"] not in fresh] + out,
+                             key=lambda r: r["step"])
+    result.save()
     return 0
 
 

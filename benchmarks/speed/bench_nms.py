@@ -8,7 +8,7 @@ Competitors run interleaved in rounds, so load from other processes hits all of 
 all on one thread (torch is pinned to one for the run). A competitor whose single run would take
 long runs once, with a time limit (--timeout). Run:
 
-    python benchmarks/bench_nms.py [--sizes 100 1000 10000 100000] [--repeat N] [--out-dir DIR]
+    python benchmarks/speed/bench_nms.py [--sizes 100 1000 10000 100000] [--repeat N] [--out-dir DIR]
 """
 
 from __future__ import annotations
@@ -27,7 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import RESULTS, ROOT, machine, machine_line, median, print_table
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common
+
+from _common import (
+    RESULTS,
+    ROOT,
+    Result,
+    interleave,
+    machine,
+    machine_line,
+    median,
+    print_table,
+)
 
 IOU = 0.5
 CANVAS = 1000.0
@@ -290,15 +301,13 @@ def measure_case(impls: list[Impl], data, rounds: int, timeout: float, previous:
         dt, m.kept = _once(impl, prepared[impl.name])
         m.calls_per_sample = int(min(200, max(1, 2e-3 // max(dt, 1e-7))))
     active = [i for i in impls if not out[i.name].guarded and out[i.name].skipped is None]
-    for r in range(rounds):
-        # Rotate the order each round: no competitor always runs right after another.
-        for impl in active[r % len(active):] + active[:r % len(active)] if active else []:
-            m = out[impl.name]
-            args = prepared[impl.name]
-            t0 = time.perf_counter()
-            for _ in range(m.calls_per_sample):
-                impl.call(*args)
-            m.times.append((time.perf_counter() - t0) / m.calls_per_sample)
+    for _, impl in interleave(active, rounds):
+        m = out[impl.name]
+        args = prepared[impl.name]
+        t0 = time.perf_counter()
+        for _ in range(m.calls_per_sample):
+            impl.call(*args)
+        m.times.append((time.perf_counter() - t0) / m.calls_per_sample)
     return out
 
 
@@ -408,28 +417,12 @@ def cell(m: dict) -> str:
     return f"{fmt_time(m['median_s'])}{once} {mark}"
 
 
-def write_json(out_dir: Path, name: str, payload: dict) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {path}")
-    return path
-
-
-def write_chart(out_dir: Path, results: list[dict], m: dict) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no chart (pip install 'slidewin[eval]')")
-        return None
+def draw_chart(axes, results: list[dict], m: dict) -> None:
+    """Median time per call against boxes, one panel per NMS kind, log-log."""
     modes = [mode for mode in ("greedy", "class-aware") if any(r["mode"] == mode for r in results)]
-    fig, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 4.8), dpi=110, squeeze=False)
     colours = {"slidewin": "C0", "cv2": "C1", "numpy": "C2", "torchvision": "C3"}
     styles = {"random": ("-", "o"), "clustered": ("--", "s")}
-    for ax, mode in zip(axes[0], modes):
+    for ax, mode in zip(axes, modes):
         for layout, (ls, marker) in styles.items():
             rows = sorted((r for r in results if r["mode"] == mode and r["layout"] == layout), key=lambda r: r["boxes"])
             for impl, colour in colours.items():
@@ -445,14 +438,7 @@ def write_chart(out_dir: Path, results: list[dict], m: dict) -> Path | None:
         ax.set_title(f"{mode} NMS, IoU {IOU}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{m['cpu'][:50]} ({m['physical_cores']} cores), {m['date']}", fontsize=9)
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "nms.png"
-    fig.savefig(path)
-    plt.close(fig)
-    print(f"wrote {path}")
-    return path
+    axes[0].figure.suptitle(f"{m['cpu'][:50]} ({m['physical_cores']} cores), {m['date']}", fontsize=9)
 
 
 # --- main -------------------------------------------------------------------------------------------------
@@ -615,12 +601,14 @@ def _run(args, sizes) -> int:
     print("first call in this process (warm-up, excluded): "
           + ", ".join(f"{k} {fmt_time(v)}" for k, v in warm.items()))
 
-    payload = {"machine": m, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-               "iou": IOU, "num_classes": NUM_CLASSES, "first_call_fresh_process": first_call,
-               "first_call_this_process_s": warm, "results": results, "targets": targets,
-               "caveat": "CPU shared with other processes; competitors interleaved in rounds"}
-    write_json(args.out_dir, "nms", payload)
-    write_chart(args.out_dir, results, m)
+    result = Result(m, args, results, name="nms", folder=args.out_dir, extra={
+        "iou": IOU, "num_classes": NUM_CLASSES, "first_call_fresh_process": first_call,
+        "first_call_this_process_s": warm, "targets": targets,
+        "caveat": "CPU shared with other processes; competitors interleaved in mirrored rounds"})
+    result.save()
+    modes = sum(any(r["mode"] == mode for r in results) for mode in ("greedy", "class-aware"))
+    result.chart(lambda axes: draw_chart(axes if modes > 1 else [axes], results, m), figsize=(6.5 * modes, 4.8),
+                 ncols=modes)
     return 0
 
 

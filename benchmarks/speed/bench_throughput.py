@@ -3,25 +3,39 @@
 The ratio (detector windows/s over raw images/s at the same batch size and model) is the
 detector's overhead: pyramid, crops, scoring and NMS. Run:
 
-    python benchmarks/bench_throughput.py [--batch 16] [--images 1] [--rounds 3] [--windows default|input]
+    python benchmarks/speed/bench_throughput.py [--batch 16] [--images 1] [--rounds 3] [--windows default|input]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from _common import COCO_DEV, ensure_model, machine, machine_line, median, print_table, timed, write_chart, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common
+
+from _common import (
+    Result,
+    add_data_option,
+    ensure_model,
+    interleave,
+    machine,
+    median,
+    parse,
+    photos,
+    timed,
+)
 
 
-def sample_images(n: int) -> list[np.ndarray]:
-    """n real 640x480-ish photos from coco-dev, or synthetic 640x480 images when it is absent."""
+def sample_images(data: Path | None, n: int) -> list[np.ndarray]:
+    """n real photos of the data set, or synthetic 640x480 images without one."""
     from slidewin.io.images import load_image
 
-    paths = sorted((COCO_DEV / "images").glob("*.jpg"))[:n] if COCO_DEV.exists() else []
+    paths = photos(data, n)
     if paths:
         return [load_image(p, convert=True) for p in paths]
     rng = np.random.default_rng(0)
@@ -33,22 +47,25 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=["efficientnet-lite0", "resnet50-random"])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--images", type=int, default=1,
-                    help="coco-dev photos for the detector run (one has ~2,000 windows with the default windows)")
+                    help="photos for the detector run (a coco-dev one has ~2,000 windows with the default windows)")
     ap.add_argument("--seconds", type=float, default=3.0,
                     help="minimum seconds of raw batches per round (after the first: as long as the detector's run)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (raw, then the detector)")
     ap.add_argument("--windows", choices=["default", "input"], default="default",
                     help="default: slidewin's 3 window sizes (~2,000-3,000 windows per photo); input: one "
                          "window of the classifier's input size (~150 per photo, so fixed costs weigh more)")
-    args = ap.parse_args(argv)
+    add_data_option(ap, required=False, help="photos for the detector run (default: synthetic noise when there is none)")
+    args = parse(ap, argv)
 
     from slidewin import Classifier, DetectorConfig, SlidingWindowDetector
     from slidewin.pipeline.config import DEFAULT_WINDOWS, Mode
 
-    m = machine()
-    print(f"machine: {machine_line(m)}")
-    images = sample_images(args.images)
-    rows, results = [], []
+    results: list[dict] = []
+    result = Result(machine(), args, results, name="throughput")
+    m = result.machine
+    print(f"machine: {result.machine_line}")
+    images = sample_images(args.data, args.images)
+    rows = []
     for name in args.models:
         clf = Classifier(ensure_model(name))
         h, w = clf.input_hw
@@ -64,15 +81,18 @@ def main(argv=None) -> int:
                 det.detect(im)
                 stats_all.append(det.last_stats)
 
-        # Interleaved rounds: raw batches for a few seconds, then the detector over every image,
-        # so load from other processes hits both alike; the ratio is the median per-round ratio.
+        # Interleaved rounds: raw batches for a few seconds and the detector over every image, in
+        # mirrored order (raw, patch / patch, raw ...), so load from other processes hits both alike;
+        # the ratio is the median per-round ratio.
         clf.predict(batch)
         det.detect(images[0][:240, :320])  # warm-up: numba, ORT first-run allocations
         # Each raw measurement lasts as long as the detector's last run (balanced exposure to noise).
         raw_rounds, patch_rounds = [], []
         raw_seconds = args.seconds
-        for _ in range(args.rounds):
-            raw_rounds.append(args.batch / median(timed(lambda: clf.predict(batch), raw_seconds, warmup=0)))
+        for _, case in interleave(("raw", "patch"), args.rounds):
+            if case == "raw":
+                raw_rounds.append(args.batch / median(timed(lambda: clf.predict(batch), raw_seconds, warmup=0)))
+                continue
             t0 = time.perf_counter()
             run_all()
             patch_rounds.append(time.perf_counter() - t0)
@@ -97,11 +117,11 @@ def main(argv=None) -> int:
                         "load_avg_1min": round(os.getloadavg()[0], 2),
                         "ms_per_image": 1000 * median(patch) / len(images), "stage_seconds_last_run": stages,
                         "overhead_share_by_stage_timers": overhead})
-    print_table(["model", "weights", "batch", "raw images/s", "patch windows/s", "patch/raw", "ms/image",
+    result.table(["model", "weights", "batch", "raw images/s", "patch windows/s", "patch/raw", "ms/image",
                  "time outside the network", "stages (share of detect time)"], rows,
                 title=f"Classifier vs patch-mode throughput, {len(images)} images, {args.windows} windows "
-                      f"({machine_line(m)}); target: patch/raw >= 90%")
-    write_json("throughput", {"machine": m, "args": vars(args), "results": results})
+                      f"({result.machine_line}); target: patch/raw >= 90%")
+    result.save()
 
     def draw(ax):
         x = np.arange(len(results))
@@ -112,7 +132,7 @@ def main(argv=None) -> int:
         ax.set_title(f"batch {args.batch}, {m['cpu'][:40]} ({m['physical_cores']} cores)")
         ax.legend()
 
-    write_chart("throughput", draw)
+    result.chart(draw)
     return 0
 
 

@@ -21,7 +21,8 @@ needs ``-P``, or the working directory's ``slidewin`` comes first on ``sys.path`
 per-image wall time after the first record (start-up paid once) with what the records say each
 image needed: ONNX Runtime plus decode (issue 14: within 10%).
 
-    python benchmarks/bench_startup.py [--runs 7] [--before ../baseline/.venv/bin/slidewin] [--folder 50] [--out NAME]
+    python benchmarks/speed/bench_startup.py [--runs 7] [--before ../baseline/.venv/bin/slidewin] [--folder 50]
+        [--out NAME] [--data DIR | --photo PATH]
 """
 
 from __future__ import annotations
@@ -37,7 +38,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import COCO_DEV, ROOT, ensure_model, machine, machine_line, print_table, write_chart, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common
+
+from _common import (
+    Result,
+    add_data_option,
+    ensure_model,
+    interleave,
+    machine,
+    parse,
+    photos,
+)
 
 from slidewin.io.filememo import RACY_SECONDS
 
@@ -83,15 +94,15 @@ def summarise(runs: list[dict]) -> dict:
             "runs": runs}
 
 
-def folder_run(exe: str, model: Path, n: int, tmp: Path) -> dict:
+def folder_run(exe: str, model: Path, n: int, tmp: Path, data: Path) -> dict:
     """Per-image wall time of a folder run after its first record, against the records' own
     inference + decode seconds (decode runs ahead in a thread: it overlaps when prefetched)."""
-    photos = tmp / "photos"
-    photos.mkdir()
-    for p in sorted((COCO_DEV / "images").glob("*.jpg"))[:n]:
-        (photos / p.name).symlink_to(p)
+    folder = tmp / "photos"
+    folder.mkdir()
+    for p in photos(data, n):
+        (folder / p.name).symlink_to(p)
     out = tmp / "out"
-    proc = subprocess.Popen([exe, "detect", str(photos), "--model", str(model), "--mode", "dense",
+    proc = subprocess.Popen([exe, "detect", str(folder), "--model", str(model), "--mode", "dense",
                              "--out-dir", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=USER_ENV)
     results = out / "results.jsonl"
     while not (results.exists() and results.stat().st_size):  # the first record: start-up is paid
@@ -114,14 +125,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--before", default=None, help="another slidewin executable to measure beside this tree's")
-    ap.add_argument("--photo", type=Path, default=COCO_DEV / "images" / PHOTO)
+    ap.add_argument("--photo", type=Path, default=None, help=f"the photo (default: {PHOTO} of --data)")
+    add_data_option(ap, required=False, help="where the photo (and the folder run's photos) come from")
     ap.add_argument("--folder", type=int, default=0, metavar="N", help="also a folder run over N photos")
     ap.add_argument("--out", default="startup", help="name of the JSON and PNG under benchmarks/results/")
-    args = ap.parse_args(argv)
+    args = parse(ap, argv)
+    if args.photo is None and args.data is not None:
+        args.photo = (args.data / "images" if (args.data / "images").is_dir() else args.data) / PHOTO
+    if args.photo is None or not args.photo.is_file():
+        sys.exit(f"bench_startup: no photo {args.photo or PHOTO}: pass --photo PATH or --data DIR")
+    if args.folder and args.data is None:
+        sys.exit("bench_startup: --folder needs photos: pass --data DIR")
     here = shutil.which("slidewin", path=str(Path(sys.executable).parent)) or "slidewin"
     exes = {"after": here} if args.before is None else {"before": args.before, "after": here}
-    m = machine()
-    print(f"machine: {machine_line(m)}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    result = Result(machine(), args, {}, name=args.out)
+    print(f"machine: {result.machine_line}; load average {os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         json_out = tmp / "record.json"
@@ -141,12 +159,11 @@ def main(argv=None) -> int:
             run_once(exe, cmds[label]["detect --mode dense"], json_out)
         names = list(cmds["after"])
         results = {(label, name): [] for label in exes for name in names}
-        for _ in range(args.runs):
-            for name in names:
-                for label, exe in exes.items():  # interleaved: load drifts hit both alike
-                    results[label, name].append(run_once(exe, cmds[label][name], json_out))
-        folder = folder_run(here, tmp / "after" / "model.onnx", args.folder, tmp) if args.folder else None
-    out, rows = {}, []
+        cases = [(name, label) for name in names for label in exes]
+        for _, (name, label) in interleave(cases, args.runs):  # load drifts hit both alike
+            results[label, name].append(run_once(exes[label], cmds[label][name], json_out))
+        folder = folder_run(here, tmp / "after" / "model.onnx", args.folder, tmp, args.data) if args.folder else None
+    out, rows = result.rows, []
     for (label, name), runs in results.items():
         s = summarise(runs)
         out.setdefault(name, {})[label] = s
@@ -154,15 +171,15 @@ def main(argv=None) -> int:
         rows.append([name, label, f"{s['wall_s']:.2f}", f"{s['first_output_s']:.2f}",
                      "-" if not inf else f"{inf:.2f}", "-" if not inf else f"{s['wall_s'] / inf:.2f}",
                      ", ".join(f"{k} {v:.3f}" for k, v in s["stages_s"].items()) or "-"])
-    print_table(["command", "version", "whole process s (median)", "first output s", "inside ONNX Runtime s",
+    result.table(["command", "version", "whole process s (median)", "first output s", "inside ONNX Runtime s",
                  "whole / ORT", "stages in the record (s)"], rows,
-                title=f"One 640x426 photo, {args.runs} runs each, separate processes ({machine_line(m)})")
+                title=f"One photo, {args.runs} runs each, separate processes ({result.machine_line})")
     if folder:
         print(f"\nfolder run, {folder['images']} photos, dense: {folder['wall_per_image_s']:.3f} s per image after "
               f"the first record; the records need {folder['inference_plus_decode_s']:.3f} s (ONNX Runtime "
               f"{folder['inference_s']:.3f} + decode): {folder['ratio']:.2f}x")
-    write_json(args.out, {"machine": m, "photo": str(args.photo), "runs": args.runs, "executables": exes,
-                           "results": out, "folder_run": folder, "load_avg_1min": os.getloadavg()[0]})
+    result.extra.update(photo=str(args.photo), executables=exes, folder_run=folder, load_avg_1min=os.getloadavg()[0])
+    result.save()
 
     def draw(ax):
         names = list(out)
@@ -178,7 +195,7 @@ def main(argv=None) -> int:
         ax.legend(fontsize=8)
         ax.set_title("One photo, one process", fontsize=9)
 
-    write_chart(args.out, draw)
+    result.chart(draw)
     return 0
 
 

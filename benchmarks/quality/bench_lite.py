@@ -16,8 +16,7 @@ definitions, faster-coco-eval, over the categories an ImageNet classifier can na
 peak RSS. Writes benchmarks/results/<out>.json and <out>.png (AP against s/image). Run it on a
 quiet machine:
 
-    python benchmarks/bench_lite.py [--data ../shared/data/coco-dev ../shared/data/coco-train]
-        [--limit N] [--models 0 1 2] [--rows dense proposals] [--out lite]
+    python benchmarks/quality/bench_lite.py [--data DEV TRAIN] [--limit N] [--models 0 1 2] [--rows dense proposals] [--out lite]
 """
 
 from __future__ import annotations
@@ -29,18 +28,19 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common
+
 from _common import (
     COCO_DEV,
+    COCO_TRAIN,
     MODELS,
     ROOT,
+    Result,
+    add_data_option,
     machine,
-    machine_line,
-    print_table,
-    write_chart,
-    write_json,
+    parse,
 )
 
-COCO_TRAIN = COCO_DEV.parent / "coco-train"
 VARIANTS = {0: 224, 1: 240, 2: 260}  # native input side of each EfficientNet-Lite
 ROWS = {
     "dense": {"label": "windows, dense mode", "mode": "dense"},
@@ -84,7 +84,7 @@ def run_row(model: Path, data: Path, row: str, limit: int | None, out: Path) -> 
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def chart(name: str, results: list[dict], title: str) -> None:
+def chart(result: Result, results: list[dict], title: str) -> None:
     """AP against s/image: a colour per model, a marker per row, a filled marker for the first data set."""
     import itertools
 
@@ -108,7 +108,7 @@ def chart(name: str, results: list[dict], title: str) -> None:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=6, loc="lower right")
 
-    write_chart(name, draw, figsize=(8, 5))
+    result.chart(draw, figsize=(8, 5))
 
 
 def _fmt(v, spec: str = ".4f") -> str:
@@ -117,22 +117,23 @@ def _fmt(v, spec: str = ".4f") -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, nargs="+", default=[COCO_DEV, COCO_TRAIN],
-                    help="COCO-format folders (images/ + instances.json); default: coco-dev and coco-train")
+    add_data_option(ap, many=True, fallback=(COCO_DEV, COCO_TRAIN),
+                    help="COCO-format folders (images/ + instances.json), each a block of rows")
     ap.add_argument("--limit", type=int, default=None, help="first N photos of each data set (default: all)")
     ap.add_argument("--models", type=int, nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                     help="EfficientNet-Lite variants (default: 0 1 2)")
     ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     ap.add_argument("--out", default="lite", help="name of the JSON and PNG under benchmarks/results/")
-    args = ap.parse_args(argv)
+    args = parse(ap, argv)
     for d in args.data:
         if not (d / "instances.json").is_file():
             raise SystemExit(f"bench_lite: {d}: not a COCO-format folder (no instances.json)")
 
-    m = machine()
-    print(f"machine: {machine_line(m)}", flush=True)
+    results: list[dict] = []
+    result = Result(machine(), args, results, name=args.out, extra={"limit": args.limit})
+    print(f"machine: {result.machine_line}", flush=True)
     models = {v: ensure_lite(v) for v in args.models}
-    results, table = [], []
+    table = []
     with tempfile.TemporaryDirectory() as tmp:
         for data in args.data:
             for v, model in models.items():
@@ -146,14 +147,15 @@ def main(argv=None) -> int:
                     print(f"  {table[-1]}", flush=True)
     images = {r["data"]: r.get("images") for r in results}
     sets = ", ".join(f"{name} ({n} photos)" for name, n in images.items())
-    print_table(["model", "input", "data", "regions, scoring", "AP", "AP50", "AP75", "s/image", "candidates/image",
-                 "peak RSS MB"], table,
-                title=f"EfficientNet-Lite0/1/2, ImageNet weights, no training: {sets} ({machine_line(m)})")
+    result.table(["model", "input", "data", "regions, scoring", "AP", "AP50", "AP75", "s/image", "candidates/image",
+                  "peak RSS MB"], table,
+                 title=f"EfficientNet-Lite0/1/2, ImageNet weights, no training: {sets} ({result.machine_line})")
     keep = ("AP", "AP50", "AP75", "AR100", "recall50", "images", "seconds_per_image", "stage_seconds_per_image",
             "candidates_per_image", "peak_rss_mb", "mode", "model", "input", "data", "row", "classes_evaluated")
-    write_json(args.out, {"machine": m, "limit": args.limit, "data": list(images), "rows": [
-        {k: r.get(k) for k in keep} for r in results]})
-    chart(args.out, results, f"EfficientNet-Lite0/1/2: {sets}, {machine_line(m)}")
+    result.rows = [{k: r.get(k) for k in keep} for r in results]
+    result.extra["data"] = list(images)
+    result.save()
+    chart(result, results, f"EfficientNet-Lite0/1/2: {sets}, {result.machine_line}")
     return 0
 
 

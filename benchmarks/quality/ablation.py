@@ -1,17 +1,21 @@
 """Issue 5's ablation: each step from the tutorial recipe to slidewin's, with its COCO AP.
 
 Every row is one full `slidewin evaluate` over coco-dev (same harness, same model), changing
-one thing at a time. Run: python benchmarks/ablation.py [--mode dense] [--limit N] [--only 17 18]
-[--out ablation-softnms].
+one thing at a time. Run: python benchmarks/quality/ablation.py [--mode dense] [--limit N] [--only 17 18]
+[--out ablation-softnms] [--data DIR].
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
+from pathlib import Path
 
-from _common import COCO_DEV, RESULTS, ensure_model, machine, machine_line, print_table, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common
+
+from _common import RESULTS, Result, add_data_option, ensure_model, machine, parse
 
 from slidewin.apps.evaluate import evaluate, slidewin_config, tutorial_config
 from slidewin.core.merge import SOFT_SIGMA, Merge
@@ -62,7 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", type=int, nargs="*", default=None, help="row numbers to run")
     ap.add_argument("--out", default=None, help="results name under benchmarks/results "
                                                  "(default: ablation-MODE; rows run replace its same rows)")
-    args = ap.parse_args(argv)
+    add_data_option(ap)
+    args = parse(ap, argv)
     mode = Mode(args.mode)
     model = ensure_model("efficientnet-lite0")
     m = machine()
@@ -70,21 +75,22 @@ def main(argv=None) -> int:
     for i, (name, cfg) in enumerate(steps(mode)):
         if args.only is not None and i not in args.only:
             continue
-        r = evaluate(COCO_DEV, model, mode=mode, config=cfg, progress=False, limit=args.limit).to_json()
+        r = evaluate(args.data, model, mode=mode, config=cfg, progress=False, limit=args.limit).to_json()
         rows.append([i, name, f"{r['AP']:.4f}", f"{r['AP50']:.4f}", f"{r['AP75']:.4f}", f"{r['seconds_per_image']:.2f}"])
         out.append({"step": i, "name": name, "AP": r["AP"], "AP50": r["AP50"], "AP75": r["AP75"],
                     "seconds_per_image": r["seconds_per_image"], "config": r["config"]})
         print(f"[{i}] {name}: AP50 {r['AP50']:.4f}", flush=True)
-    print_table(["#", "step", "AP", "AP50", "AP75", "s/image"], rows,
-                title=f"Ablation, EfficientNet-Lite0, coco-dev, {mode.value} mode ({machine_line(m)})")
-    # Rows run now replace the same rows of an earlier run (--only runs a subset).
     name = args.out or f"ablation-{mode.value}"
+    result = Result(m, args, out, name=name, extra={"mode": mode.value, "data": args.data.name})
+    result.table(["#", "step", "AP", "AP50", "AP75", "s/image"], rows,
+                 title=f"Ablation, EfficientNet-Lite0, {args.data.name}, {mode.value} mode ({result.machine_line})")
+    # Rows run now replace the same rows of an earlier run (--only runs a subset).
     path = RESULTS / f"{name}.json"
     if path.exists() and args.only is not None:
         fresh = {r["step"] for r in out}
-        out = sorted([r for r in json.loads(path.read_text())["rows"] if r["step"] not in fresh] + out,
-                     key=lambda r: r["step"])
-    write_json(name, {"machine": m, "mode": mode.value, "rows": out})
+        result.rows = sorted([r for r in json.loads(path.read_text())["rows"] if r["step"] not in fresh] + out,
+                             key=lambda r: r["step"])
+    result.save()
     return 0
 
 
