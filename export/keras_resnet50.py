@@ -17,7 +17,7 @@ from slidewin.io.hashing import sha256_of
 from ._common import ExportReport, check_out_writable, import_tensorflow, progress
 from .keras_any import _walk_layers, export_keras_model
 from .keras_any import one_line as _one_line
-from .labels import IMAGENET1K
+from .labels import IMAGENET1K, read_labels_file
 
 IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
 IMAGENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_WEIGHTS_FILE
@@ -89,17 +89,13 @@ def _load(weights: str, keras, seed: int) -> _Loaded:
         return _Loaded(keras.applications.ResNet50(weights=None), Weights.RANDOM)
 
     path = Path(weights)
-    if not path.is_file():
-        raise SlidewinError("weights file not found (expected imagenet, none, or a .keras/.h5 file)", path)
-    suffix = "".join(path.suffixes[-2:]).lower() if path.name.lower().endswith(".weights.h5") else path.suffix.lower()
+    suffix = _weights_suffix(path)
     try:
         if suffix in (".h5", ".hdf5", ".weights.h5") and (suffix == ".weights.h5" or _is_weights_only_h5(path)):
             # Weights for the stock 1000-class ResNet50, e.g. Keras' own ImageNet file fetched elsewhere.
             progress(f"building ResNet50 with weights from {path}")
             return _Loaded(keras.applications.ResNet50(weights=str(path)), Weights.IMAGENET,
                            extra={Key.WEIGHTS_FILE_SHA256: sha256_of(path).removeprefix("sha256:")})
-        if suffix not in (".keras", ".h5", ".hdf5"):
-            raise SlidewinError(f"unsupported weights file type {path.suffix!r} (expected .keras or .h5)", path)
         progress(f"loading Keras model {path}")
         model = keras.models.load_model(path, compile=False)
     except SlidewinError:
@@ -107,6 +103,17 @@ def _load(weights: str, keras, seed: int) -> _Loaded:
     except Exception as e:
         raise SlidewinError(f"cannot load Keras model: {_one_line(e)}", path) from None
     return _Loaded(model, sha256_of(path), label_set=LabelSet.CUSTOM)
+
+
+def _weights_suffix(path: Path) -> str:
+    """The suffix of a weights file that `_load` can read (``.keras``, ``.h5``, ``.hdf5``,
+    ``.weights.h5``), judged without TensorFlow; else one line naming the file."""
+    if not path.is_file():
+        raise SlidewinError("weights file not found (expected imagenet, none, or a .keras/.h5 file)", path)
+    suffix = "".join(path.suffixes[-2:]).lower() if path.name.lower().endswith(".weights.h5") else path.suffix.lower()
+    if suffix not in (".keras", ".h5", ".hdf5", ".weights.h5"):
+        raise SlidewinError(f"unsupported weights file type {path.suffix!r} (expected .keras or .h5)", path)
+    return suffix
 
 
 def _architecture(model) -> str:
@@ -149,7 +156,12 @@ def export_keras_resnet50(
     """
     t0 = time.perf_counter()
     out = Path(out)
+    # Everything the user gave is judged before TensorFlow loads (tens of seconds), not after.
     check_out_writable(out)
+    if str(weights) not in (KerasWeights.IMAGENET.value, KerasWeights.NONE.value):
+        _weights_suffix(Path(weights))
+    if labels_file is not None:
+        read_labels_file(labels_file)
     progress("importing TensorFlow")
     _, keras, _ = import_tensorflow()
     loaded = _load(str(weights), keras, seed)

@@ -30,8 +30,9 @@ from slidewin.io.filememo import identity, recall, remember
 # time: one 4480 x 4480 level of EfficientNet-Lite0 on 2 CPU cores peaks at 4.5 GB in 8.9 s
 # untiled, 2.5 GB in 13.5 s with the default 3072 (5 strips), 1.3 GB in 29 s at 2048 (24 tiles).
 from slidewin.pipeline.config import DEFAULT_MAX_TILE
-from slidewin.runtime.dense_graph import UnsupportedGraph, build_dense_model, cached_digest, dense_model_paths
-from slidewin.runtime.sessions import check_finite, open_session
+from slidewin.runtime.dense_graph import (DenseCacheError, UnsupportedGraph, build_dense_model, cached_digest,
+                                         dense_model_paths)
+from slidewin.runtime.sessions import check_finite, open_session, open_session_bytes
 
 #: A cached dense form is used only if, on a probe image at the trained size, its one probability
 #: cell is within this of the classifier's output: float noise is ~1e-7, another network is far off.
@@ -131,12 +132,13 @@ class DenseClassifier:
     Args:
         classifier: a slidewin classifier; its dense form is read from the cache when the cached
             file is today's and computes what the classifier computes, else built and cached
-            (`slidewin.runtime.dense_graph`); it is opened with the classifier's settings.
+            (`slidewin.runtime.dense_graph`); where it can be written nowhere (beside the model,
+            the cache folder), it is kept in memory for this run. It is opened with the
+            classifier's settings.
         max_tile: one pass holds at most ``max_tile ** 2`` pixels (0: never tile).
 
     Raises:
         UnsupportedGraph: the rewrite does not know the graph, or does not reproduce its output.
-        DenseCacheError: the dense form could be written nowhere.
 
     Attributes:
         context_hw: (y, x) pixels of context each tile gets around its windows; set it to trade
@@ -149,6 +151,9 @@ class DenseClassifier:
         # level has its own shape (see `SessionSettings.memory_pattern`).
         self.settings = replace(classifier.settings, memory_pattern=False)
         self.input_dtype = classifier.input_dtype
+        self._model_bytes: bytes | None = None
+        #: The dense form's file; None when it could be written nowhere and is kept in memory.
+        self.path: Path | None
         self.path, self.session = self._open()
         self.input_name = self.session.get_inputs()[0].name
         self.max_tile = max_tile
@@ -167,7 +172,20 @@ class DenseClassifier:
             session = self._usable(candidate)
             if session is not None:
                 return candidate, session
-        path = build_dense_model(clf.path, clf.meta)
+        try:
+            path = build_dense_model(clf.path, clf.meta)
+        except DenseCacheError as e:
+            if e.model_bytes is None:
+                raise
+            # Neither beside the model nor in the cache folder can be written (a read-only
+            # install, a locked-down container): this run keeps the dense form in memory, and
+            # the next one builds it again (a second or two).
+            session = open_session_bytes(e.model_bytes, self.settings, "dense model", clf.path)
+            if not self._matches(session):
+                raise UnsupportedGraph("the dense rewrite does not reproduce the classifier's output: use --mode "
+                                       "patch", clf.path) from None
+            self._model_bytes = e.model_bytes
+            return None, session
         ident = identity(path)
         session = open_session(path, self.settings, what="dense model")
         if not self._matches(session):
@@ -249,7 +267,8 @@ class DenseClassifier:
 
             from slidewin.runtime.dense_graph import dense_head
 
-            model, channels = dense_head(onnx.load(str(self.path)))
+            source = onnx.load(str(self.path)) if self.path is not None else onnx.load_from_string(self._model_bytes)
+            model, channels = dense_head(source)
             self._head = DenseHead(model, channels, len(self.classifier.labels), self.settings.threads)
         return self._head
 

@@ -391,7 +391,13 @@ def make_dense(model, meta: ModelMeta, source_sha256: str = ""):
 
 
 class DenseCacheError(ModelError):
-    """The dense form could be built but written nowhere (not beside the model, not in the cache)."""
+    """The dense form could be built but written nowhere (not beside the model, not in the cache).
+
+    Attributes:
+        model_bytes: the serialized dense model that could not be written (None if not built).
+    """
+
+    model_bytes: bytes | None = None
 
 
 class UnsupportedGraph(ModelError):
@@ -493,5 +499,7 @@ def build_dense_model(path: str | Path, meta: ModelMeta) -> Path:
             return target
         except OSError as e:
             reasons.append(f"{target}: {e.strerror}")
-    raise DenseCacheError(f"cannot write the model's dense form ({'; '.join(reasons)}): make one of those "
-                          "places writable, or use --mode patch", path)
+    error = DenseCacheError(f"cannot write the model's dense form ({'; '.join(reasons)}): make one of those "
+                            "places writable, or use --mode patch", path)
+    error.model_bytes = data  # what a caller may still run from memory
+    raise error

@@ -92,6 +92,44 @@ def _parse_pad(meta: ModelMeta, path) -> tuple[int, int, int]:
     return rgb  # type: ignore[return-value]
 
 
+def _parse_rpn_proposals(meta: ModelMeta, path) -> int | None:
+    """The RPN's post-NMS top-N from the metadata, if the model states it."""
+    text = meta.get(Key.RPN_PROPOSALS)
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and 0 < int(text) < 1 << 31):
+        raise ModelError(f"malformed metadata {Key.RPN_PROPOSALS}={text[:40]!r} (expected a positive whole number)",
+                         path)
+    return int(text)
+
+
+def check_region_outputs(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, num_labels: int,
+                         path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The graph's outputs as (K, 4) float32 boxes, (K,) float32 scores and (K,) int64 label ids,
+    or one ModelError saying how they break the contract (a hand-made or damaged graph):
+    another shape, counts that differ, non-finite values, a label id outside the labels."""
+    boxes, scores, class_ids = np.asarray(boxes), np.asarray(scores), np.asarray(class_ids)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ModelError(f"output boxes has shape {boxes.shape}, expected (K, 4) xyxy boxes", path)
+    k = boxes.shape[0]
+    for name, out in (("scores", scores), ("labels", class_ids)):
+        if out.shape != (k,):
+            raise ModelError(f"output {name} has shape {out.shape}, expected ({k},): one per box", path)
+    if not all(np.issubdtype(o.dtype, np.number) for o in (boxes, scores, class_ids)):
+        raise ModelError("outputs boxes, scores and labels must be numbers", path)
+    check_finite(boxes, path)
+    check_finite(scores, path)
+    if not np.issubdtype(class_ids.dtype, np.integer):
+        check_finite(class_ids, path)
+        if (class_ids != np.round(class_ids)).any():
+            raise ModelError("output labels holds fractions, expected label ids", path)
+    bad = (class_ids < 0) | (class_ids >= num_labels)
+    if bad.any():
+        raise ModelError(f"output labels holds id {class_ids[bad][0]:g}, outside the model's {num_labels} labels "
+                         f"(0-{num_labels - 1})", path)
+    return boxes.astype(np.float32, copy=False), scores.astype(np.float32, copy=False), class_ids.astype(np.int64)
+
+
 class FasterRCNNDetector(Detector):
     """Runs a slidewin region-proposal model and returns `Detections` in original-image pixels.
 
@@ -130,6 +168,7 @@ class FasterRCNNDetector(Detector):
             raise SlidewinError(f"min_score must lie in [0, 1], got {min_score}")
         self.min_score = float(min_score)
         self.pad_rgb = _parse_pad(self.meta, self.path)
+        self.rpn_proposals = _parse_rpn_proposals(self.meta, self.path)
         self.class_filter = self._class_ids(classes)
 
     def _class_ids(self, classes: Iterable[str] | None) -> np.ndarray | None:
@@ -181,11 +220,10 @@ class FasterRCNNDetector(Detector):
         if batch.dtype != self.input_dtype:
             batch = batch.astype(self.input_dtype)
         t1 = time.perf_counter()
-        boxes, scores, class_ids = self.session.run(list(REGION_OUTPUTS), {self.input_name: batch})
-        check_finite(boxes, self.path)
-        check_finite(scores, self.path)
+        boxes, scores, class_ids = check_region_outputs(
+            *self.session.run(list(REGION_OUTPUTS), {self.input_name: batch}), len(self.labels), self.path)
         t2 = time.perf_counter()
-        stats.windows = int(self.meta.get(Key.RPN_PROPOSALS, len(boxes)))
+        stats.windows = len(boxes) if self.rpn_proposals is None else self.rpn_proposals
         keep = scores >= self.min_score
         if self.class_filter is not None:
             keep &= np.isin(class_ids, self.class_filter)

@@ -25,8 +25,38 @@ from slidewin.errors import ModelError, first_line
 from slidewin.core.contract import ModelMeta
 
 os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
-import onnxruntime as ort  # noqa: E402
 
+
+def _import_onnxruntime():
+    """``import onnxruntime``, with what it prints meanwhile judged rather than leaked.
+
+    Importing ONNX Runtime 1.2x+ starts its telemetry before any logging setting applies, and
+    where the cache folder cannot be written it prints a warning in raw colour codes
+    ("Failed to persist telemetry device ID"). Telemetry means nothing to a slidewin run (which
+    never uses the network), so those lines are dropped and telemetry is turned off; anything
+    else ONNX Runtime says while loading is kept, without its colour codes, as a note.
+    """
+    import re
+    import sys
+
+    from slidewin.io.stderr import captured_stderr
+
+    try:
+        with captured_stderr() as lines:
+            import onnxruntime
+    except OSError:  # no private file to capture into (a full or read-only temp folder): as is
+        import onnxruntime
+
+        lines = []
+    onnxruntime.disable_telemetry_events()
+    for line in lines:
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
+        if line and "telemetry" not in line.lower():
+            print(f"note: onnxruntime: {line}", file=sys.stderr)
+    return onnxruntime
+
+
+ort = _import_onnxruntime()
 ort.set_default_logger_severity(3)
 
 
@@ -146,9 +176,24 @@ def session_options(settings: SessionSettings) -> "ort.SessionOptions":
 def open_in_memory(model, threads: int = 1):
     """A CPU session of an ``onnx.ModelProto`` built in memory: shape probes, dense heads, a user's
     raw graph being wrapped. The same options as every other session (`session_options`)."""
-    settings = SessionSettings(device=Device.CPU, threads=threads)
-    return ort.InferenceSession(model.SerializeToString(), sess_options=session_options(settings),
-                                providers=["CPUExecutionProvider"])
+    return _inference_session(model.SerializeToString(), SessionSettings(device=Device.CPU, threads=threads))
+
+
+def open_session_bytes(data: bytes, settings: SessionSettings = SessionSettings(), what: str = "model",
+                       path: str | Path | None = None):
+    """`open_session` of a serialized model kept in memory (a dense form that could be cached
+    nowhere); ``path`` is what errors name."""
+    providers_for(settings.device)  # a --device that cannot be had: its own one-line error, not ORT's
+    try:
+        return _inference_session(data, settings)
+    except Exception as e:  # ORT raises several unrelated types
+        raise ModelError(f"cannot load {what}: {first_line(e, limit=None)[:200]}", path) from None
+
+
+def _inference_session(source: str | bytes, settings: SessionSettings):
+    """The one place an ONNX Runtime session is made: a file's path or a model's bytes."""
+    return ort.InferenceSession(source, sess_options=session_options(settings),
+                                providers=providers_for(settings.device))
 
 
 def check_model_file(path: str | Path, what: str = "model") -> Path:
@@ -176,9 +221,9 @@ def open_session(path: str | Path, settings: SessionSettings = SessionSettings()
         ModelError: missing file, or a file ONNX Runtime cannot load.
     """
     p = check_model_file(path, what)
-    providers = providers_for(settings.device)
+    providers_for(settings.device)  # a --device that cannot be had: its own one-line error, not ORT's
     try:
-        return ort.InferenceSession(str(p), sess_options=session_options(settings), providers=providers)
+        return _inference_session(str(p), settings)
     except Exception as e:  # ORT raises several unrelated types for a bad file
         first = first_line(e, limit=None)
         if "protobuf" in first.lower() or "parsing" in first.lower() or "INVALID_PROTOBUF" in first:
@@ -272,6 +317,11 @@ def check_finite(output: np.ndarray, path: str | Path) -> np.ndarray:
     return output
 
 
+#: The most pixels a model's input may declare (4096x4096): far above any classifier or
+#: region-proposal canvas (224 to 1333 a side), far below what would exhaust memory before the
+#: model runs (100000x100000 is 30 GB as uint8).
+MAX_INPUT_PIXELS = 4096 * 4096
+
 _ORT_DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
@@ -297,6 +347,10 @@ def check_image_input(inputs, meta: ModelMeta, path: str | Path) -> tuple[str, n
     if inp.type not in _ORT_DTYPES:
         raise ModelError(f"input {inp.name!r} has type {inp.type}, expected uint8 or float", path)
     h, w = shape[1], shape[2]
+    for side_h, side_w in ((h, w), meta.input_hw):
+        if isinstance(side_h, int) and isinstance(side_w, int) and side_h * side_w > MAX_INPUT_PIXELS:
+            raise ModelError(f"input is {side_h}x{side_w} = {side_h * side_w:,} pixels, more than slidewin runs "
+                             f"(at most {MAX_INPUT_PIXELS:,}, e.g. 4096x4096)", path)
     if isinstance(h, int) and isinstance(w, int) and (h, w) != meta.input_hw:
         raise ModelError(f"input is {h}x{w} but metadata says {meta.input_hw[0]}x{meta.input_hw[1]}", path)
     return inp.name, _ORT_DTYPES[inp.type]

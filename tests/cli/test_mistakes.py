@@ -99,12 +99,17 @@ def test_out_dir_that_is_a_file(tiny, image, tmp_path, capsys):
     no_internal_error(capsys, code, "--out-dir is a file")
 
 
-def test_dense_cache_that_cannot_be_written_anywhere(conv, image, tmp_path, capsys, monkeypatch):
-    conv.with_name(conv.stem + ".dense.onnx").mkdir()
+def test_dense_cache_that_cannot_be_written_anywhere_is_kept_in_memory(conv, image, tmp_path, capsys, monkeypatch):
+    """Neither beside the model nor in the cache folder: the run keeps the dense form in memory
+    (issue 22; it used to fail), and writes nothing anywhere."""
+    beside = conv.with_name(conv.stem + ".dense.onnx")
+    beside.mkdir()
     (tmp_path / "cache-is-a-file").write_text("x")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-is-a-file"))
-    code = main(["detect", str(image), "--model", str(conv), "--mode", "dense"])
-    no_internal_error(capsys, code, "cannot write the model's dense form", "is a directory")
+    for mode in ("dense", "auto"):
+        assert main(["detect", str(image), "--model", str(conv), "--mode", mode]) == 0
+        assert "error" not in capsys.readouterr().err
+    assert not any(beside.iterdir()) and (tmp_path / "cache-is-a-file").read_text() == "x"
 
 
 def test_model_with_infinite_outputs_is_a_model_error(tiny, image, capsys):

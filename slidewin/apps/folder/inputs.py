@@ -65,27 +65,48 @@ def _reason(entry: os.DirEntry) -> str | None:
 
 
 def _walk(top: Path, excluded: str | None, files: list[Path], skipped: list[tuple[Path, str]]) -> None:
-    """Depth-first, sorted walk of ``top`` following the module's rule."""
-    try:
-        entries = sorted(os.scandir(top), key=lambda e: e.name)
-    except OSError:
-        skipped.append((top, UNREADABLE))
-        return
-    for entry in entries:
-        path = Path(entry.path)
-        if entry.is_dir(follow_symlinks=False):
-            if excluded is not None and os.path.realpath(path) == excluded:
-                continue  # the output folder, reached by any path: never its own input
-            if entry.name.startswith("."):
-                skipped.append((path, HIDDEN))
+    """Depth-first, sorted walk of ``top`` following the module's rule.
+
+    With a stack of folders rather than recursion: a tree thousands of levels deep is walked
+    (or its too-long paths skipped as unreadable), never a RecursionError. A folder's real path is
+    compared with ``excluded`` only when its inode number (free from the directory listing) is
+    that folder's: resolving every folder's path costs time quadratic in the depth."""
+    excluded_ino = _inode(excluded)
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            skipped.append((folder, UNREADABLE))
+            continue
+        below = []
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                if (excluded is not None and excluded_ino in (None, entry.inode())
+                        and os.path.realpath(path) == excluded):
+                    continue  # the output folder, reached by any path: never its own input
+                if entry.name.startswith("."):
+                    skipped.append((path, HIDDEN))
+                else:
+                    below.append(path)
+            elif entry.is_symlink() and entry.is_dir():
+                skipped.append((path, LINKED_FOLDER))
+            elif (reason := _reason(entry)) is None:
+                files.append(path)
             else:
-                _walk(path, excluded, files, skipped)
-        elif entry.is_symlink() and entry.is_dir():
-            skipped.append((path, LINKED_FOLDER))
-        elif (reason := _reason(entry)) is None:
-            files.append(path)
-        else:
-            skipped.append((path, reason))
+                skipped.append((path, reason))
+        stack.extend(reversed(below))
+
+
+def _inode(folder: str | None) -> int | None:
+    """The inode number of an existing folder that is not a mount point (whose listing entry
+    names the inode beneath it), else None: compare real paths."""
+    try:
+        return None if folder is None or os.path.ismount(folder) else os.stat(folder).st_ino
+    except OSError:
+        return -1  # nothing there: no folder of the walk is it
 
 
 def _glob(pattern: str, excluded: str | None, files: list[Path], skipped: list[tuple[Path, str]]) -> None:
