@@ -283,3 +283,163 @@ def test_an_address_nobody_answers_is_one_line_at_once(tmp_path, tiny_model):
     err = [line for line in proc.stderr.strip().splitlines() if not line.startswith("note:")]  # random weights
     assert proc.returncode == 2 and len(err) == 1, proc.stderr
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err[0]
+
+
+# --- files the read tasks refuse unread (issue 22) -----------------------------------------------
+
+
+def _sparse(path: Path, size: int, head: bytes = b"") -> Path:
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)
+    return path
+
+
+@pytest.fixture(scope="module")
+def hostile_photos(tmp_path_factory) -> Path:
+    """Three COCO photos, a 1 GB sparse file of zeros and a 1 GB sparse file that starts with a
+    real photo's header (a small image in far too many bytes)."""
+    folder = tmp_path_factory.mktemp("hostile-photos")
+    chosen = sorted(COCO_IMAGES.glob("*.jpg"))[:3]
+    for p in chosen:
+        shutil.copy(p, folder / p.name)
+    _sparse(folder / "zeros.jpg", 1 << 30)
+    _sparse(folder / "padded.jpg", 1 << 30, chosen[0].read_bytes()[:4096])
+    return folder
+
+
+def test_ray_read_tasks_refuse_huge_files_unread_as_a_local_run_does(ray_cluster, hostile_photos, model, tmp_path):
+    """A 1 GB file never enters the dataset (the cluster's object store is 128 MiB): its record
+    is the local run's, said from its size and header. `read_binary_files` read it whole."""
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    assert main(detect(hostile_photos, model, local)) == SOME_FAILED_EXIT
+    t0 = time.monotonic()
+    assert main(detect(hostile_photos, model, remote, "--engine", "ray", "--workers", "1")) == SOME_FAILED_EXIT
+    seconds = time.monotonic() - t0
+    want, got = by_image(records(local)), by_image(records(remote))
+    assert got == want
+    assert "far more than a 640x" in got[str(hostile_photos / "padded.jpg")]["error"]
+    assert got[str(hostile_photos / "zeros.jpg")]["error"]
+    assert sum(1 for r in got.values() if "error" not in r) == 3
+    assert seconds < 120, seconds
+
+
+def test_read_capped_reads_a_pyarrow_filesystem_as_a_local_run_reads_a_file(hostile_photos, tmp_path):
+    """The checks of the read tasks for URIs (S3, ...) are those of local files, error for error."""
+    import pyarrow.fs as pafs
+
+    from slidewin.apps.folder.ray_engine import read_capped
+    from slidewin.errors import ImageError
+
+    fs = pafs.LocalFileSystem()
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "folder.jpg").mkdir()
+    photo = next(p for p in sorted(hostile_photos.iterdir()) if p.name.startswith("0"))
+    cases = [photo, hostile_photos / "zeros.jpg", hostile_photos / "padded.jpg", tmp_path / "empty.jpg",
+             tmp_path / "folder.jpg", tmp_path / "missing.jpg"]
+    for path in cases:
+        try:
+            want = read_capped(str(path), 400_000_000)
+        except ImageError as e:
+            with pytest.raises(ImageError) as got:
+                read_capped(str(path), 400_000_000, fs)
+            assert str(got.value) == str(e)
+        else:
+            assert read_capped(str(path), 400_000_000, fs) == want
+
+
+def test_a_ray_run_says_only_slidewin_lines(photos, model, tmp_path):
+    """A run with a cluster of its own: no token notice, no "E core_worker" line of Ray's driver,
+    no colour codes; only slidewin's own lines (here: the broken file's record)."""
+    pytest.importorskip("ray")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in sorted(p.name for p in photos.iterdir())[:2] + ["broken.jpg"]:
+        shutil.copy(photos / name, folder / name)
+    proc = subprocess.run([sys.executable, "-m", "slidewin", *detect(folder, model, tmp_path / "out", "--engine", "ray",
+                                                                      "--workers", "1")],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == SOME_FAILED_EXIT, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines and all(line.startswith(("slidewin", "note:")) for line in lines), proc.stderr
+    assert "\x1b" not in proc.stderr and "broken.jpg" in proc.stderr
+    assert len(records(tmp_path / "out")) == 3
+
+
+def _one_connection_server(reply: bytes | None):
+    """A TCP server on loopback that answers its first connection with ``reply`` (None: says
+    nothing), as a web server, an SSH server or a silent service would; (port, thread)."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def serve():
+        with srv:
+            conn, _ = srv.accept()
+            with conn:
+                if reply is not None:
+                    conn.sendall(reply)
+                conn.settimeout(10)
+                try:
+                    conn.recv(1024)
+                except OSError:
+                    pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return srv.getsockname()[1], t
+
+
+@pytest.mark.parametrize("reply, needle", [
+    (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "it answers HTTP/1: Ray's dashboard"),
+    (b"SSH-2.0-OpenSSH_9.6\r\n", "it answers as an SSH server"),
+    (None, "no HTTP/2 reply in 5 s"),
+])
+def test_an_address_that_is_not_a_ray_cluster_is_one_line_before_ray_starts(reply, needle, tmp_path, tiny_model):
+    """Ray itself would retry for a minute, about 20 warnings before any slidewin line."""
+    pytest.importorskip("ray")
+    tiny = tiny_model(tmp_path / "tiny.onnx", ["N", 32, 32, 3])
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(b"never read")
+    port, server = _one_connection_server(reply)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "slidewin", "detect", str(tmp_path / "in"), "--model", str(tiny),
+                           "--out-dir", str(tmp_path / "o"), "--engine", "ray", "--address", f"127.0.0.1:{port}"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    err = [line for line in proc.stderr.strip().splitlines() if not line.startswith("note:")]  # random weights
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert f"127.0.0.1:{port} is not a Ray cluster ({needle}" in err[0], err[0]
+    assert time.monotonic() - t0 < 60
+    server.join(timeout=15)
+
+
+def test_the_address_check_lets_a_real_gcs_through(ray_cluster):
+    from slidewin.apps.folder.ray_engine import _check_reachable
+
+    _check_reachable(ray_cluster.get_runtime_context().gcs_address)  # raises if it took Ray's GCS for something else
+
+
+def test_the_read_task_never_reads_a_refused_file(hostile_photos):
+    """What a read task hands on for a 1 GB file: no bytes, the local run's error, and a peak
+    of allocations far below the file (`read_binary_files` held it whole)."""
+    import tracemalloc
+
+    import numpy as np
+
+    from slidewin.apps.folder.prefetch import decode
+    from slidewin.apps.folder.ray_engine import _read_files
+
+    paths = [str(hostile_photos / "zeros.jpg"), str(hostile_photos / "padded.jpg")]
+    tracemalloc.start()
+    try:
+        out = _read_files({"path": np.array(paths, dtype=object), "drawn": np.array(["", ""], dtype=object)},
+                          max_pixels=400_000_000, filesystem=None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak
+    assert [bytes(b) for b in out["bytes"]] == [b"", b""]
+    assert list(out["error"]) == [decode(Path(p)).error for p in paths]

@@ -1,8 +1,12 @@
 """Folder runs on a Ray cluster: ``slidewin detect SOURCE --out-dir OUT --engine ray``.
 
-Done the way Ray Data's batch-inference guide does it: the image files are read as bytes with
-their paths (`ray.data.read_binary_files`), and `map_batches` hands them, one image per call, to
-a pool of actors (`_DetectActor`). Each actor opens the detector once in its ``__init__``, with
+Done the way Ray Data's batch-inference guide does it: read tasks turn the files' paths into
+their bytes, and `map_batches` hands them, one image per call, to a pool of actors
+(`_DetectActor`). The read tasks read each file as a local run does (`read_capped`): ``stat``
+first, regular files only, the header judged from the first MiB and the rest read only when
+the declared image allows it; a refused file enters the dataset as its one-line error, never
+as its bytes (`ray.data.read_binary_files` would read a 1 GB sparse file whole, in a task and
+again in the object store). Each actor opens the detector once in its ``__init__``, with
 ONNX Runtime's threads set to its CPUs (Ray sets ``OMP_NUM_THREADS``, which ONNX Runtime
 ignores) and on CUDA when Ray gave it a GPU; it decodes the bytes with the validation of local
 runs (`prefetch.decode`) and returns the record a local run writes (`run.detect_one`), as JSON
@@ -25,16 +29,18 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from slidewin.apps.folder.engines import RAY_INSTALL, Engine, RayOptions, is_uri  # noqa: F401 (Engine: re-exported)
-from slidewin.apps.folder.prefetch import decode
+from slidewin.apps.folder.prefetch import Decoded, decode
 from slidewin.apps.folder.records import DetectionRecord
-from slidewin.apps.folder.run import FolderSummary, detect_one, drawn_path, open_run, record_all
-from slidewin.errors import MissingDependencyError, SlidewinError, first_line
-from slidewin.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from slidewin.apps.folder.run import (DRAWN_DIR, FolderSummary, check_own_folders, detect_one, drawn_paths, open_run,
+                                      record_all)
+from slidewin.errors import ImageError, MissingDependencyError, SlidewinError, first_line, one_line
+from slidewin.io.images import DEFAULT_MAX_PIXELS, HEAD_BYTES, IMAGE_SUFFIXES, check_header, max_file_bytes
 from slidewin.pipeline.config import DetectorConfig
 from slidewin.runtime.sessions import Device
 
@@ -50,7 +56,8 @@ class ActorSpec:
     Attributes:
         model: the model file, absolute (actors may not share the driver's working directory).
         model_name: what records name as the model (as the user gave it, like local runs).
-        draw: (out_dir, root) to write drawn images under, as a local ``--draw`` run does.
+        draw: the output folder drawn images go in (each row names its drawn file), as a local
+            ``--draw`` run does.
     """
 
     model: str
@@ -62,7 +69,7 @@ class ActorSpec:
     threads: int = 1
     convert: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
-    draw: tuple[str, str] | None = None
+    draw: str | None = None
 
 
 def import_ray():
@@ -94,12 +101,79 @@ class _DetectActor:
         import numpy as np
 
         spec, lines = self.spec, []
-        for data, path in zip(batch["bytes"], batch["path"]):
-            decoded = decode(Path(path), spec.convert, spec.max_pixels, data=bytes(data))
-            drawn = drawn_path(Path(spec.draw[0]), Path(spec.draw[1]), Path(path)) if spec.draw else None
-            record = detect_one(self.detector, path, decoded, spec.model_name, drawn)
+        for data, path, error, drawn in zip(batch["bytes"], batch["path"], batch["error"], batch["drawn"]):
+            if error:  # refused by the read task, unread: the record a local run writes
+                decoded = Decoded(None, str(error), 0.0)
+            else:
+                decoded = decode(Path(path), spec.convert, spec.max_pixels, data=bytes(data))
+            record = detect_one(self.detector, path, decoded, spec.model_name, Path(drawn) if drawn else None,
+                                Path(spec.draw) if spec.draw else None)
             lines.append(json.dumps(record.to_json()))
         return {"record": np.array(lines, dtype=object)}
+
+
+def read_capped(path: str, max_pixels: int, filesystem=None) -> bytes:
+    """A file's bytes, read as a local run reads them (`read_image_file`): a local path through
+    it, a file of a pyarrow ``filesystem`` (S3, ...) with the same checks: the size first, the
+    header judged from the first `HEAD_BYTES`, the rest read only when the declared image
+    allows it.
+
+    Raises:
+        ImageError: naming the file and the problem (no such file, not a file, empty,
+            a refused header, more bytes than the image needs).
+    """
+    from slidewin.io.images import read_image_file
+
+    if filesystem is None:
+        return read_image_file(path, max_pixels)
+    import pyarrow.fs as pafs
+
+    from slidewin.io.formats import HeaderError, NeedMoreBytes, read_header
+
+    try:
+        info = filesystem.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            raise ImageError("no such file", path)
+        if info.type == pafs.FileType.Directory:
+            raise ImageError("is a directory, not an image", path)
+        if info.type != pafs.FileType.File:
+            raise ImageError("not an image file: not a regular file", path)
+        size = info.size
+        if not size:
+            raise ImageError("empty file (0 bytes)", path)
+        with filesystem.open_input_file(path) as f:
+            head = f.read_at(min(size, HEAD_BYTES), 0)
+            try:
+                check_header(read_header(head), size, max_pixels)
+            except NeedMoreBytes:
+                if len(head) == size:
+                    raise
+                if size > max_file_bytes(max_pixels):
+                    raise HeaderError(f"{size:,} bytes is far more than an image within --max-pixels "
+                                      f"{max_pixels:,} needs, and its header lies past the first {HEAD_BYTES:,}") from None
+            return head if size <= len(head) else head + f.read_at(size - len(head), len(head))
+    except NeedMoreBytes as e:
+        raise ImageError(f"truncated image ({e})", path) from None
+    except HeaderError as e:
+        raise ImageError(str(e), path) from None
+    except OSError as e:
+        raise ImageError(f"cannot read file ({first_line(e, limit=None)})", path) from None
+
+
+def _read_files(batch: dict, max_pixels: int, filesystem) -> dict:
+    """Read task: each path's bytes (`read_capped`), or its one-line error and no bytes."""
+    import numpy as np
+
+    datas, errors = [], []
+    for path in batch["path"]:
+        try:
+            datas.append(read_capped(str(path), max_pixels, filesystem))
+            errors.append("")
+        except Exception as e:  # recorded for this image, as a local run does
+            datas.append(b"")
+            errors.append(one_line(e, with_path=False))
+    return {"path": batch["path"], "drawn": batch["drawn"], "bytes": np.array(datas, dtype=object),
+            "error": np.array(errors, dtype=object)}
 
 
 def remote_inputs(sources: list[str]) -> tuple[object, list[str], list[str]]:
@@ -187,7 +261,12 @@ def _connect(ray, address: str | None) -> tuple[bool, bool]:
     if address:
         _check_reachable(address)
     # Ray's worker logs stay in its log folder: streamed here they would interleave with the bar.
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+    # What Ray says on every run (the token notice of a cluster of its own, the driver's notes
+    # about Ray Data's actors) would bury slidewin's one line; a failure is said by `_ray_failure`.
+    quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
+    auth_logger = logging.getLogger("ray._private.authentication")
+    auth_level = auth_logger.level
+    auth_logger.setLevel(logging.ERROR)
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -196,23 +275,55 @@ def _connect(ray, address: str | None) -> tuple[bool, bool]:
     except Exception as e:  # ConnectionError, RuntimeError, ValueError: which one depends on the address
         raise SlidewinError(f"cannot {'reach the Ray cluster at ' + address if address else 'start Ray'} "
                             f"({first_line(e, limit=None)})") from None
+    finally:
+        auth_logger.setLevel(auth_level)
     return True, not address
 
 
+#: What an HTTP/2 client sends first (RFC 9113 3.4): the preface and an empty SETTINGS frame.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """A ``HOST:PORT`` that nothing answers on is one line now; Ray itself would retry for
-    minutes, printing a warning every few seconds. ``auto`` and ``scheme://`` addresses are
-    left to Ray."""
+    """A ``HOST:PORT`` that is not a Ray cluster is one line now; Ray itself would retry for
+    minutes, printing a warning every few seconds.
+
+    Ray's GCS speaks gRPC, i.e. HTTP/2, at that port, and an HTTP/2 server answers a client's
+    preface with a SETTINGS frame. A port nothing listens on, one that answers otherwise (the
+    dashboard's HTTP/1 at 8265, an SSH server) or says nothing is refused here. ``auto``,
+    ``scheme://`` addresses and TLS clusters (``RAY_USE_TLS``) are left to Ray.
+    """
     import socket
 
     host, _, port = address.rpartition(":")
     if "://" in address or not host or not port.isdigit():
         return
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        conn = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
     except OSError as e:
         raise SlidewinError(f"cannot reach the Ray cluster at {address} ({e.strerror or 'timed out'}); "
                             "is `ray start --head` running there?") from None
+    if os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true"):
+        conn.close()
+        return
+    reply = b""
+    with conn:
+        try:
+            conn.sendall(_H2_PREFACE)
+            while len(reply) < 9:
+                chunk = conn.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+        except OSError:  # a timeout, or reset by a server that does not like the preface
+            pass
+    if len(reply) == 9 and reply[3] == 0x04:  # a SETTINGS frame: HTTP/2, as Ray's GCS speaks it
+        return
+    what = ("it answers HTTP/1: Ray's dashboard or another web server" if reply.startswith(b"HTTP/")
+            else "it answers as an SSH server" if reply.startswith(b"SSH-")
+            else f"no HTTP/2 reply in {timeout:g} s" if not reply else "its reply is not HTTP/2")
+    raise SlidewinError(f"{address} is not a Ray cluster ({what}); give the head node's GCS address, "
+                        "HOST:6379 unless `ray start --head --port` chose another")
 
 
 def _quiet_ray_data(ray) -> None:
@@ -247,13 +358,16 @@ def _pool_size(ray, options: RayOptions, own_cluster: bool) -> int:
     return workers
 
 
-def _dataset(ray, names: list[str], filesystem, spec: ActorSpec, options: RayOptions, workers: int):
-    """Files -> bytes (read tasks) -> records (actor pool), lazily; one image per actor call."""
-    blocks = min(len(names), max(2 * workers, -(-len(names) // FILES_PER_BLOCK)))
+def _dataset(ray, rows: list[dict], filesystem, spec: ActorSpec, options: RayOptions, workers: int):
+    """Paths -> bytes or errors (read tasks, `read_capped`) -> records (actor pool), lazily; one
+    image per call."""
+    blocks = min(len(rows), max(2 * workers, -(-len(rows) // FILES_PER_BLOCK)))
     # Reading is I/O. Read tasks asking for a CPU would wait forever behind actors that hold
     # every CPU of the cluster (the default pool), so they ask for none and are capped instead.
-    ds = ray.data.read_binary_files(names, include_paths=True, filesystem=filesystem, override_num_blocks=blocks,
-                                    num_cpus=0, concurrency=2 * workers)
+    # One file per read call: a block never holds more than one image's bytes.
+    ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    ds = ds.map_batches(_read_files, fn_kwargs={"max_pixels": spec.max_pixels, "filesystem": filesystem},
+                        batch_size=1, batch_format="numpy", num_cpus=0, concurrency=2 * workers)
     return ds.map_batches(_DetectActor, fn_constructor_kwargs={"spec": spec}, batch_size=1, batch_format="numpy",
                           compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=options.cpus_per_worker,
                           num_gpus=options.gpus_per_worker or None)
@@ -281,28 +395,27 @@ def _ray_failure(ray, e: BaseException) -> SlidewinError:
                          "/tmp/ray/session_latest/logs on the head node")
 
 
-def _ray_records(ray, todo: list[str | Path], sources: Sources, spec: ActorSpec,
-                 options: RayOptions) -> Generator[DetectionRecord, None, None]:
-    """The records of ``todo``: files that cannot be read at all first (as local runs record
-    them), then every other image's record as the actors finish it, each once."""
-    readable = []
+def _ray_records(ray, todo: list[str | Path], sources: Sources, spec: ActorSpec, options: RayOptions,
+                 drawn: dict) -> Generator[DetectionRecord, None, None]:
+    """The records of ``todo``: URIs named but missing first (as local runs record them), then
+    every other image's record as the actors finish it, each once."""
+    # Rows name local files by absolute path (actors may not share the driver's working
+    # directory) and URIs by their filesystem's path (no scheme).
+    given, rows = {}, []
     for path in todo:
         name = str(path)
         if name in sources.missing:
             yield DetectionRecord.of(name, None, spec.model_name, error="no such file")
-        elif is_uri(name) or (os.path.isfile(name) and os.access(name, os.R_OK)):
-            readable.append(name)
-        else:  # a Ray read task would fail the whole dataset on it
-            d = decode(Path(name), spec.convert, spec.max_pixels)
-            yield DetectionRecord.of(name, None, spec.model_name, decode_seconds=d.seconds, error=d.error)
-    if not readable:
+            continue
+        key = name.split("://", 1)[1] if is_uri(name) else os.path.abspath(name)
+        given[key] = name
+        rows.append({"path": key, "drawn": str(drawn[path]) if path in drawn else ""})
+    if not rows:
         return
-    # Ray names each row's file as it was given to it: local paths absolute, URIs without scheme.
-    given = {(n.split("://", 1)[1] if is_uri(n) else os.path.abspath(n)): n for n in readable}
     connected, own = _connect(ray, options.address)
     try:
         _quiet_ray_data(ray)
-        ds = _dataset(ray, list(given), sources.filesystem, spec, options, _pool_size(ray, options, own))
+        ds = _dataset(ray, rows, sources.filesystem, spec, options, _pool_size(ray, options, own))
         for row in ds.iter_rows():
             record = DetectionRecord.from_json(json.loads(row["record"]))
             name = given.pop(record.image, None)
@@ -340,8 +453,51 @@ def run_ray(sources: Sources, out_dir: Path, model: str | Path, *, options: RayO
     ray = import_ray()
     if draw and sources.root is None:
         raise SlidewinError("--draw writes beside local images only; URIs have no local folder to mirror")
+    if draw:  # a drawn/ that is a link or a file would fail every image: refuse the run once
+        check_own_folders(Path(out_dir), Path(out_dir) / DRAWN_DIR / "x")
     spec = ActorSpec(model=os.path.abspath(model), model_name=str(model), config=config, classes=classes,
-                     proposals=proposals, device=Device(device), threads=options.cpus_per_worker, convert=convert, max_pixels=max_pixels,
-                     draw=(os.path.abspath(out_dir), os.path.abspath(sources.root)) if draw else None)
-    log, todo, summary = open_run(sources.files, Path(out_dir), model, resume, settings)
-    return record_all(_ray_records(ray, todo, sources, spec, options), log, summary, progress, on_record)
+                     proposals=proposals, device=Device(device), threads=options.cpus_per_worker, convert=convert,
+                     max_pixels=max_pixels, draw=os.path.abspath(out_dir) if draw else None)
+    log, todo, summary = open_run(sources.files, Path(out_dir), model, resume, settings, sources.root)
+    # Named in the driver, over every input, as a local run names them: a.png and a.png.jpg
+    # never share a drawn file, and a resume draws the same names.
+    drawn = {p: Path(os.path.abspath(d)) for p, d in drawn_paths(Path(out_dir), sources.root, sources.files).items()} \
+        if draw else {}
+    with _driver_log_aside():
+        return record_all(_ray_records(ray, todo, sources, spec, options, drawn), log, summary, progress, on_record)
+
+
+@contextmanager
+def _driver_log_aside() -> Iterator[None]:
+    """Ray's C++ core in the driver writes to file descriptor 2 on every run ("E core_worker
+    ... has constructor arguments in the object store", which is how Ray Data makes every
+    actor pool) and takes no logging setting for it. During the run fd 2 points at a private
+    temporary file, and ``sys.stderr`` (slidewin's lines, the progress bar) at the real stderr.
+    A failed run is said in one line by `_ray_failure`; Ray's own logs stay in its log folder."""
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        on_fd2 = sys.stderr.fileno() == 2  # else (a library user's stream, a test's capture) it stays as it is
+    except (AttributeError, OSError, ValueError):
+        on_fd2 = False
+    try:
+        log = tempfile.TemporaryFile(prefix="slidewin-ray-driver-")
+        real = os.dup(2)
+    except OSError:  # no temp file, no fd 2: leave it as it is
+        yield
+        return
+    stream = sys.stderr
+    if on_fd2:
+        sys.stderr = open(os.dup(real), "w", buffering=1, errors="backslashreplace")
+    os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        if on_fd2:
+            sys.stderr.flush()
+            sys.stderr.close()
+            sys.stderr = stream
+        os.dup2(real, 2)
+        os.close(real)
+        log.close()
