@@ -15,8 +15,8 @@ best first, the same boxes every time for the same image. Two kinds:
 Selective search costs time and memory that grow faster than the pixel count, and worse on long
 thin images (measured, one core: 2 s and 0.1 GB at 640x422, 19 s at 1280x844, 51 s at 1920x1266;
 a 4000x100 strip of 0.4 MP 12 s, 8000x100 51 s and 0.6 GB), so it runs on a *working copy*
-(`working_plan`): the photo scaled down to at most `WORK_PIXELS` pixels (about 640x480, a
-COCO photo's size), its short side kept at `MIN_WORK_SIDE` pixels where that budget would make
+(`working_plan`): the photo scaled down to at most `WORK_PIXELS` pixels (640x640: any COCO
+photo runs at its own size, as before), its short side kept at `MIN_WORK_SIDE` pixels where that budget would make
 a strip thinner (up to `STRIP_PIXELS` times that budget), and a copy longer than `MAX_ASPECT` times
 its short side cut into overlapping tiles of that shape (each overlapping the next by its short
 side, so that an object up to the strip's height lies whole in one tile). The boxes are mapped
@@ -50,11 +50,12 @@ class ProposalMethod(StrEnum):
     SELECTIVE_SEARCH_SINGLE = "selective-search-single"
 
 
-#: Selective search runs on a copy of the photo scaled to at most this many pixels (640x480: COCO
-#: photos run at their own size); chosen from the recall and time measured in docs/quality.md.
-WORK_PIXELS = 640 * 480
+#: Selective search runs on a copy of the photo scaled to at most this many pixels (640x640: any
+#: COCO photo runs at its own size, as before; a 4:3 photo of any size at 739x554); chosen from
+#: the recall and time measured in docs/quality.md.
+WORK_PIXELS = 640 * 640
 #: The working copy's short side is kept at least this many pixels when `WORK_PIXELS` would make
-#: it thinner (a 30000x200 strip would become 6788x45) ...
+#: it thinner (a 30000x200 strip would become 7838x52) ...
 MIN_WORK_SIDE = 64
 #: ... as long as the copy stays within this many times `WORK_PIXELS` (past it the short side
 #: shrinks too).
@@ -102,7 +103,7 @@ def working_size(image_hw: tuple[int, int], work_pixels: int | None = WORK_PIXEL
     short = min(h, w)
     if short * scale < MIN_WORK_SIDE:  # a strip: keep its height (width) rather than its pixel budget
         scale = max(scale, min(1.0, MIN_WORK_SIDE / short, math.sqrt(STRIP_PIXELS * work_pixels / (h * w))))
-    return max(1, round(h * scale)), max(1, round(w * scale))
+    return max(1, int(h * scale + 1e-6)), max(1, int(w * scale + 1e-6))  # never past the budget
 
 
 def tile_spans(length: int, short: int, max_aspect: float = MAX_ASPECT) -> list[tuple[int, int]]:
