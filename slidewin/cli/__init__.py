@@ -230,6 +230,9 @@ def _catch_sigint():
     handler it replaced, or None."""
     import threading
 
+    global _sigint_seen
+    _sigint_seen = False  # an earlier command of this process (a test, a library user) was interrupted
+
     if threading.current_thread() is not threading.main_thread():
         return None
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
