@@ -110,6 +110,7 @@ def parse(ap: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     for p in paths:
         if not p.is_dir():
             sys.exit(f"{ap.prog}: {p}: no such folder (pass --data DIR or set {DATA_ENV})")
+    paths = [p.absolute() for p in paths]  # child processes may run in another directory
     args.data = paths if many else (paths[0] if paths else None)
     return args
 

@@ -49,11 +49,12 @@ from slidewin.apps.evaluate import (
 from slidewin.apps.recall import best_ious, recall_summary
 from slidewin.core.detections import Detections
 from slidewin.core.detector import RunStats
-from slidewin.core.merge import merge_detections
+from slidewin.core.merge import Merge, merge_detections
 from slidewin.core.targets import COCO_GROUPS, Targets, load_group_notes
 from slidewin.io.images import load_image
-from slidewin.proposals.detector import ProposalConfig
+from slidewin.pipeline.config import DetectorConfig, ProposalConfig, Scorer
 from slidewin.proposals.generators import (
+    ProposalMethod,
     SelectiveSearch,
     clean_proposals,
     rank_proposals,
@@ -61,7 +62,6 @@ from slidewin.proposals.generators import (
 from slidewin.proposals.scoring import (
     CropScorer,
     PooledScorer,
-    ProposalScoring,
     contrast_scores,
 )
 from slidewin.runtime.classifier import Classifier
@@ -70,26 +70,43 @@ from slidewin.runtime.dense import DenseClassifier
 BASE = ProposalConfig(min_score=EVAL_MIN_SCORE)
 
 
-def steps() -> list[tuple[str, ProposalConfig]]:
+def changed(c: DetectorConfig, regions: dict | None = None, scoring: dict | None = None,
+            merge: dict | None = None) -> DetectorConfig:
+    """``c`` with some settings of its parts changed, the others kept."""
+    return replace(c, regions=replace(c.regions, **(regions or {})), scoring=replace(c.scoring, **(scoring or {})),
+                   merge=replace(c.merge, **(merge or {})))
+
+
+def steps() -> list[tuple[str, DetectorConfig]]:
     """The rows: each changes one thing from row 0; row 14 is the default (`ProposalConfig`)."""
-    fast = replace(BASE, iou=0.5)
+    fast = changed(BASE, merge={"iou": 0.5})
+
+    def score(**kw):
+        return changed(fast, scoring=kw)
+
+    def regions(**kw):
+        return changed(fast, regions=kw)
+
+    def merge(**kw):
+        return changed(fast, merge=kw)
+
     return [
         ("selective-search-fast, pooled at fit 0.7, ring contrast 3, min side 16, NMS 0.5 (start)", fast),
-        ("no ring contrast (contrast 0)", replace(fast, contrast=0.0)),
-        ("contrast 1", replace(fast, contrast=1.0)),
-        ("contrast 6", replace(fast, contrast=6.0)),
-        ("ring 1.0 instead of 0.5", replace(fast, ring=1.0)),
-        ("fit 1.0 (boxes pooled at the network's input size)", replace(fast, fit=1.0)),
-        ("fit 1.0, no contrast (the plain SPP-net scoring)", replace(fast, fit=1.0, contrast=0.0)),
-        ("selective-search-single instead", replace(fast, method="selective-search-single")),
-        ("crops scoring instead of pooled (context 0.1, no ring)", replace(fast, scoring="crops", context=0.1)),
-        ("min side 8", replace(fast, min_size=8)),
-        ("min side 32", replace(fast, min_size=32)),
-        ("first 1,000 proposals", replace(fast, max_proposals=1000)),
-        ("first 500 proposals", replace(fast, max_proposals=500)),
-        ("NMS IoU 0.3", replace(fast, iou=0.3)),
-        ("NMS IoU 0.7 (chosen: the default)", replace(fast, iou=0.7)),
-        ("nested-vote merging", replace(fast, merge="nested-vote")),
+        ("no ring contrast (contrast 0)", score(contrast=0.0)),
+        ("contrast 1", score(contrast=1.0)),
+        ("contrast 6", score(contrast=6.0)),
+        ("ring 1.0 instead of 0.5", score(ring=1.0)),
+        ("fit 1.0 (boxes pooled at the network's input size)", score(fit=1.0)),
+        ("fit 1.0, no contrast (the plain SPP-net scoring)", score(fit=1.0, contrast=0.0)),
+        ("selective-search-single instead", regions(method=ProposalMethod.SELECTIVE_SEARCH_SINGLE)),
+        ("crops scoring instead of pooled (context 0.1, no ring)", score(scorer=Scorer.CROPS, context=0.1)),
+        ("min side 8", regions(min_size=8)),
+        ("min side 32", regions(min_size=32)),
+        ("first 1,000 proposals", regions(max_proposals=1000)),
+        ("first 500 proposals", regions(max_proposals=500)),
+        ("NMS IoU 0.3", merge(iou=0.3)),
+        ("NMS IoU 0.7 (chosen: the default)", merge(iou=0.7)),
+        ("nested-vote merging", merge(kind=Merge.NESTED_VOTE)),
     ]
 
 
@@ -126,21 +143,22 @@ class Runner:
             np.save(f, boxes)
         return rank_proposals(np.load(f))
 
-    def scores(self, name: str, ds, im, c: ProposalConfig, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def scores(self, name: str, ds, im, c: DetectorConfig, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Target scores of every box, and of the ring around it when ``c`` uses one (float16 on
         disk), for the scoring settings of ``c``; the contrast power is applied by the caller."""
-        pooled = c.scoring is ProposalScoring.POOLED   # the ring is scored even for contrast 0: rows share it
-        scoring = (c.scoring, c.context, c.max_scale, c.level_factor, c.fit, c.ring) if pooled else (c.scoring, c.context)
-        f = self.cache / name / str(c.method) / _key(self.model_key, scoring) / (Path(im["file_name"]).stem + ".npz")
+        s = c.scoring
+        pooled = s.scorer is Scorer.POOLED   # the ring is scored even for contrast 0: rows share it
+        scoring = (s.scorer, s.context, s.max_scale, s.level_factor, s.fit, s.ring) if pooled else (s.scorer, s.context)
+        f = self.cache / name / str(c.regions.method) / _key(self.model_key, scoring) / (Path(im["file_name"]).stem + ".npz")
         if not f.exists():
             image = load_image(ds.images_dir / im["file_name"], convert=True)
             t0 = time.perf_counter()
             if pooled:
-                scorer = PooledScorer(self.dense, c.context, c.max_scale, c.level_factor, c.fit, scoring[-1])
-                probs, ring = scorer.probabilities_and_ring(image, boxes, RunStats()) if c.ring > 0 \
+                scorer = PooledScorer(self.dense, s.context, s.max_scale, s.level_factor, s.fit, scoring[-1])
+                probs, ring = scorer.probabilities_and_ring(image, boxes, RunStats()) if s.ring > 0 \
                     else (scorer.probabilities(image, boxes, RunStats()), None)
             else:
-                probs, ring = CropScorer(self.clf, c.context, c.batch_size).probabilities(image, boxes, RunStats()), None
+                probs, ring = CropScorer(self.clf, s.context, s.batch_size).probabilities(image, boxes, RunStats()), None
             self.seconds["scoring"].append(time.perf_counter() - t0)
             f.parent.mkdir(parents=True, exist_ok=True)
             arrays = {"box": self.targets.score(probs).astype(np.float16)}
@@ -150,25 +168,26 @@ class Runner:
         z = np.load(f)
         return z["box"].astype(np.float32), z["ring"].astype(np.float32) if "ring" in z else None
 
-    def evaluate(self, c: ProposalConfig) -> dict:
+    def evaluate(self, c: DetectorConfig) -> dict:
+        reg, sc, mg = c.regions, c.scoring, c.merge
         out = {}
         for name, (ds, evaluated, images, gt, boxes_of) in self.sets.items():
             t2c = {t: cat for cat, t in evaluated.items()}
             results, rows, counts = [], [], []
             for im in images:
                 h, w = im["height"], im["width"]
-                everything = clean_proposals(self.proposals(name, ds, im, c.method), (h, w))
+                everything = clean_proposals(self.proposals(name, ds, im, reg.method), (h, w))
                 box_scores, ring_scores = self.scores(name, ds, im, c, everything)
-                size_ok = np.flatnonzero(((everything[:, 2:] - everything[:, :2]) >= c.min_size).all(axis=1))
-                pick = size_ok[:c.max_proposals]
+                size_ok = np.flatnonzero(((everything[:, 2:] - everything[:, :2]) >= reg.min_size).all(axis=1))
+                pick = size_ok[:reg.max_proposals]
                 boxes, scores = everything[pick], box_scores[pick]
-                if ring_scores is not None and c.uses_ring:
-                    scores = contrast_scores(scores, ring_scores[pick], c.contrast)
+                if ring_scores is not None and sc.uses_ring:
+                    scores = contrast_scores(scores, ring_scores[pick], sc.contrast)
                 counts.append(len(boxes))
                 rows.append(best_ious(boxes_of.get(im["id"], np.zeros((0, 4))), boxes, ranked=True))
-                win, cls = np.nonzero(scores >= c.min_score)
+                win, cls = np.nonzero(scores >= sc.min_score)
                 dets = merge_detections(Detections(boxes[win], scores[win, cls], cls, self.targets.names),
-                                        c.merge, c.iou, min_score=c.min_score)
+                                        mg.kind, mg.iou, min_score=sc.min_score)
                 for b, s, t in zip(dets.xyxy.tolist(), dets.scores.tolist(), dets.class_ids.tolist()):
                     if t in t2c:  # categories with no ground truth in this set are not evaluated
                         results.append({"image_id": im["id"], "category_id": t2c[t],

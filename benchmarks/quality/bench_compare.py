@@ -171,6 +171,8 @@ def chart(result: Result, results: dict, title: str) -> None:
 
 def replot(path: Path) -> None:
     """Redraw <name>.png from <name>.json (no detection run)."""
+    if not path.is_file():
+        raise SystemExit(f"bench_compare: {path}: no such file to redraw (run without --replot first)")
     result = Result.load(path)
     rows = {k: v.get("after", v) for k, v in result.rows.items()}
     images = next(iter(rows.values())).get("images")
