@@ -36,11 +36,11 @@ import numpy as np
 from slidewin.core.detector import RunStats, Stage
 
 
-#: Pooled scoring's pyramid levels hold at most this many pixels (2048 x 2048), whatever the photo:
-#: one EfficientNet-Lite0 pass over it peaks at 1.0 GB (2.1 GB at 3072 x 3072, the dense tile), and
-#: every level of a COCO photo (3x its side: 1920 x 1280) fits. Boxes of larger levels are pooled
-#: at the nearest level that fits.
-POOLED_MAX_PIXELS = 2048 * 2048
+#: Pooled scoring's pyramid levels hold at most this many pixels (1920 x 1920), whatever the photo:
+#: every level of a COCO photo fits (the largest is 3x its side, 640 px at most), and one
+#: EfficientNet-Lite0 pass over it peaks at about 0.9 GB (2.1 GB at 3072 x 3072, the dense tile).
+#: Boxes of larger levels are pooled at the nearest level that fits.
+POOLED_MAX_PIXELS = 1920 * 1920
 
 
 class ProposalScoring(StrEnum):
