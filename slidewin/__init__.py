@@ -12,8 +12,9 @@ The package follows the data flow:
   geometry, NMS and soft-NMS, merging, target classes;
 - ``slidewin.runtime``: ONNX Runtime: sessions, the classifier, its dense
   rewrite, region-proposal models;
-- ``slidewin.pipeline``: detectors built from those: the sliding-window detector, its config,
-  the factory that opens any model as a detector;
+- ``slidewin.pipeline``: detectors built from those: one classifier detector from parts
+  (regions, scorer, merge), its config in the same three parts, the factory that opens any model
+  as a detector;
 - ``slidewin.io``: images in and out, drawing, files;
 - ``slidewin.apps``: folder runs, comparison, COCO evaluation and reports;
 - ``slidewin.cli``: the command line.
@@ -47,11 +48,17 @@ _EXPORTS = {
     "load_image": "slidewin.io.images",
     "save_image": "slidewin.io.images",
     "DetectorConfig": "slidewin.pipeline.config",
+    "WindowGridConfig": "slidewin.pipeline.config",
+    "SelectiveSearchConfig": "slidewin.pipeline.config",
+    "ScoringConfig": "slidewin.pipeline.config",
+    "MergeConfig": "slidewin.core.merge",
     "Mode": "slidewin.pipeline.config",
+    "Preset": "slidewin.pipeline.config",
+    "preset": "slidewin.pipeline.config",
     "build_detector": "slidewin.pipeline.factory",
     "ClassifierDetector": "slidewin.pipeline.detector",
     "SlidingWindowDetector": "slidewin.pipeline.sliding",
-    "ProposalConfig": "slidewin.proposals.detector",
+    "ProposalConfig": "slidewin.pipeline.config",
     "ProposalDetector": "slidewin.pipeline.proposal",
     "FasterRCNNDetector": "slidewin.runtime.region",
     "Classifier": "slidewin.runtime.classifier",

@@ -43,9 +43,9 @@ class Comparison:
 
 
 def open_comparison(classifier: Path, region: Path | None, config, classes, device, proposals=None) -> Comparison:
-    """The classifier slid over the image, the classifier scoring ``proposals`` (a `ProposalConfig`,
-    or None for no such panel), and the region-proposal model ``region`` (or None), on the same
-    categories.
+    """The classifier slid over the image, the classifier scoring ``proposals`` (a `DetectorConfig`
+    whose regions are selective search, or None for no such panel), and the region-proposal model
+    ``region`` (or None), on the same categories.
 
     Raises:
         SlidewinError: a model of the wrong kind.
@@ -58,7 +58,7 @@ def open_comparison(classifier: Path, region: Path | None, config, classes, devi
     contenders = [Contender(f"{windows.mode.value} windows ({windows.meta.architecture})", windows, Path(classifier))]
     if proposals is not None:
         scored = build_detector(classifier, config=config, classes=classes, device=device, proposals=proposals)
-        contenders.append(Contender(f"{proposals.method.value}, {proposals.scoring.value} ({scored.meta.architecture})",
+        contenders.append(Contender(f"{proposals.regions.method.value}, {proposals.scorer.value} ({scored.meta.architecture})",
                                     scored, Path(classifier)))
     shared = list(windows.labels)
     if region is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import MISSING, dataclass, field, fields, replace
-from enum import Enum, StrEnum
+from enum import StrEnum
 from pathlib import Path
 
 # The dataset and the evaluators are re-exported here: `slidewin.apps.evaluate` is the API.
@@ -364,10 +364,8 @@ def open_for_evaluation(model_path: str | Path, mode: Mode, recipe: Recipe, conf
 
 
 def _config_dict(config: DetectorConfig) -> dict:
-    d = {}
-    for k, v in config.__dict__.items():
-        d[k] = v.value if isinstance(v, Enum) else v
-    return json.loads(json.dumps(d, default=list))
+    """The settings the detector's parts use, by name (`DetectorConfig.flat`), as JSON values."""
+    return json.loads(json.dumps(config.flat()))
 
 
 def _auto_mode(model_path: str | Path, device: str) -> Mode:

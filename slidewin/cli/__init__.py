@@ -101,7 +101,7 @@ def _add_detect(sub) -> None:
     p.add_argument("--max-pixels", type=count(1), default=None, metavar="N",
                    help="refuse images with more pixels than this (default 400,000,000: 20000x20000 fits)")
     add_convert_arg(p)
-    add_detector_args(p)
+    add_detector_args(p, preset_default="display")
     p.set_defaults(func=c.cmd_detect)
 
 

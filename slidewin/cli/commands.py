@@ -7,18 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from slidewin.cli.options import detector_config, proposal_config
+from slidewin.cli.options import detect_config, detector_config, preset_line, proposal_config
 from slidewin.errors import SlidewinError, printable
 
 DEFAULT_DEMO_MODEL = Path("models/efficientnet-lite0.onnx")
-
-
-def _demo_config():
-    from slidewin.core.merge import Merge
-    from slidewin.pipeline.config import DetectorConfig, Mode
-
-    # A picture to look at, not an AP run: fast (dense), confident boxes, one box per object.
-    return DetectorConfig(mode=Mode.DENSE, min_score=0.8, merge=Merge.NESTED)
 
 
 def say(text: str, file=None) -> None:
@@ -99,9 +91,11 @@ def cmd_labels(args) -> int:
 
 
 def _open_detector(model_path: Path, config, classes, device: str, proposals=None):
-    from slidewin.pipeline.factory import build_detector
+    from slidewin.pipeline.factory import build_detector, default_classes
 
-    detector = build_detector(model_path, config=config, classes=classes, device=device, proposals=proposals)
+    # no --classes: the model's own choice (COCO groups for an ImageNet-1k model, else every label)
+    detector = build_detector(model_path, config=config, classes=default_classes if classes is None else classes,
+                              device=device, proposals=proposals)
     if detector.meta.is_random:
         say(f"note: {model_path} has untrained (random) weights: its detections mean nothing "
             "(fine for timing)", file=sys.stderr)
@@ -169,10 +163,10 @@ def cmd_detect(args) -> int:
             raise SlidewinError(f"{flag} is for folder runs: add --out-dir OUT")
     check_outputs({"--out-image": args.out_image, "--json": args.json, "--heatmap": args.heatmap},
                   (images[0], args.model))  # before any work
-    proposals = proposal_config(args)  # first: refuses the flags the detector would not use
-    detector = _open_detector(args.model, detector_config(args), args.classes, args.device, proposals)
+    config = detect_config(args)  # first: refuses the flags the detector would not use
+    detector = _open_detector(args.model, config, args.classes, args.device)
     to = _report_stream(args.json)
-    say(f"model: {model_header(detector.meta)}", file=to)
+    say(f"model: {model_header(detector.meta)}; {preset_line(args)}", file=to)
     record = run_detect(images[0], detector, args.model, args.convert, args.out_image, args.json, args.max_pixels,
                         args.heatmap)
     print_detections(record, detector.last_stats.unit, file=to)
@@ -276,11 +270,12 @@ def _settings(args):
     from slidewin.apps.folder.run_settings import run_settings
     from slidewin.io.images import DEFAULT_MAX_PIXELS
 
-    proposals = proposal_config(args)  # first: refuses the flags the detector would not use
-    config = detector_config(args)
+    from slidewin.pipeline.factory import model_classes
+
+    config = detect_config(args)  # first: refuses the flags the detector would not use
+    args.classes = model_classes(args.model, args.classes)  # as recorded, and as Ray's actors open the model
     max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
-    return config, proposals, max_pixels, run_settings(args.model, config, args.classes, args.convert, max_pixels,
-                                                       proposals)
+    return config, None, max_pixels, run_settings(args.model, config, args.classes, args.convert, max_pixels)
 
 
 def _detect_here(args):
@@ -296,7 +291,7 @@ def _detect_here(args):
     config, proposals, max_pixels, settings = _settings(args)
     detector = _open_detector(args.model, config, args.classes, args.device, proposals)
     _check_formats(args, detector)
-    say(f"model: {model_header(detector.meta)}", file=sys.stderr)
+    say(f"model: {model_header(detector.meta)}; {preset_line(args)}", file=sys.stderr)
     summary = run_folder(detector, inputs, args.out_dir, args.model, root=root,
                          resume=args.resume or args.retry_failed, retry_failed=args.retry_failed,
                          draw=args.draw, convert=args.convert, max_pixels=max_pixels, settings=settings,
@@ -393,7 +388,7 @@ def cmd_evaluate(args) -> int:
     except KeyboardInterrupt:
         print("slidewin: interrupted before any image was evaluated: nothing was kept", file=sys.stderr)
         return 130
-    how = f"mode={m.mode}" if proposals is None else f"proposals={proposals.method} ({proposals.scoring})"
+    how = f"mode={m.mode}" if proposals is None else f"proposals={proposals.regions.method} ({proposals.scorer})"
     recall = "" if m.recall50 is None else (f"  recall@0.5 {m.recall50:.3f}  recall@0.75 {m.recall75:.3f}  "
                                             f"AR@100 {m.AR100:.3f}  AR@1000 {m.AR1000:.3f}")
     say(f"{m.model['architecture']} recipe={m.recipe} {how}: "
@@ -420,6 +415,8 @@ def _proposal_share(stages: dict[str, float]) -> str:
 def cmd_demo(args) -> int:
     from importlib import resources
 
+    from slidewin.pipeline.config import Preset, preset, preset_summary
+
     if not args.model.exists():
         from slidewin_export.efficientnet_lite0 import export_efficientnet_lite0
 
@@ -427,11 +424,11 @@ def cmd_demo(args) -> int:
         export_efficientnet_lite0(args.model)
     scene = resources.files("slidewin").joinpath("data/demo_scene.jpg")
     with resources.as_file(scene) as scene_path:
-        detector = _open_detector(args.model, _demo_config(), "coco", args.device)
+        detector = _open_detector(args.model, preset(Preset.DISPLAY), "coco", args.device)
         record = run_detect(scene_path, detector, args.model, args.convert, args.out_dir / "demo.jpg",
                             args.out_dir / "demo.json")
     record.image = "demo_scene.jpg (packaged sample)"
-    say("demo settings: dense mode, COCO classes, boxes scoring >= 0.8, boxes nested in a stronger one merged")
+    say(f"demo settings: detect's --preset display ({preset_summary(Preset.DISPLAY)}), COCO classes")
     print_detections(record)
     say(f"wrote image: {args.out_dir / 'demo.jpg'}")
     say(f"wrote json:  {args.out_dir / 'demo.json'}")

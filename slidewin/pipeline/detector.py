@@ -169,6 +169,16 @@ class ClassifierDetector(Detector):
 
     def detect(self, image: np.ndarray, prepared=None) -> Detections:
         """Detect in a uint8 RGB (H, W, 3) image; boxes in its pixels. Stats in `last_stats`."""
+        candidates = self.candidates(image, prepared)
+        stats = self.last_stats
+        t0 = time.perf_counter()
+        dets = candidates.merged(self.merge, min_score=self.min_score)
+        stats.add(Stage.NMS, time.perf_counter() - t0)
+        return dets
+
+    def candidates(self, image: np.ndarray, prepared=None) -> Detections:
+        """Every (region, target) pair scoring at least ``min_score``, before the merge: what
+        `detect` merges (for measuring merges; stats in `last_stats`)."""
         stats, chunks = self._start(image, prepared)
         parts, seen = [], []
         for probs, boxes, ring in chunks:
@@ -184,10 +194,9 @@ class ClassifierDetector(Detector):
         candidates = Detections.concatenate(parts, self.labels)
         stats.candidates = len(candidates)
         stats.regions = np.concatenate(seen) if seen else np.zeros((0, 4), np.float32)
-        dets = candidates.merged(self.merge, min_score=self.min_score)
         stats.add(Stage.NMS, time.perf_counter() - t0)
         self.last_stats = stats
-        return dets
+        return candidates
 
     def _start(self, image: np.ndarray, prepared) -> tuple[RunStats, Iterator[tuple]]:
         """The run's stats and the scorer's chunks, for a plan or for boxes."""

@@ -49,9 +49,14 @@ class WindowGrid:
 
     @classmethod
     def from_config(cls, config, input_hw: tuple[int, int], step=None) -> WindowGrid:
-        """The grid of a `DetectorConfig` (``step``: the step in use, default the config's)."""
-        return cls(input_hw, config.windows_hw, config.step if step is None else step, config.scale,
-                   config.max_levels, config.align, config.reference_side)
+        """The grid of a `WindowGridConfig`, or of a `DetectorConfig`'s regions (the default grid
+        where those are not the grid); ``step``: the step in use, default the config's."""
+        from slidewin.pipeline.config import WindowGridConfig
+
+        grid = getattr(config, "regions", config)
+        grid = grid if isinstance(grid, WindowGridConfig) else WindowGridConfig()
+        return cls(input_hw, grid.windows_hw, grid.step if step is None else step, grid.scale,
+                   grid.max_levels, grid.align, grid.reference_side)
 
     def windows_for(self, image_hw: tuple[int, int]) -> list[tuple[int, int]]:
         """The window sizes (height, width) in this image's pixels (see ``reference_side``)."""

@@ -59,8 +59,8 @@ def test_bad_settings_are_refused():
         ProposalConfig(method="edge-boxes")
     with pytest.raises(ValueError):
         ProposalConfig(contrast=-1)
-    assert ProposalConfig().uses_ring and not ProposalConfig(contrast=0).uses_ring
-    assert not ProposalConfig(scoring="crops").uses_ring      # a ring would cost a network pass per box
+    assert ProposalConfig().scoring.uses_ring and not ProposalConfig(contrast=0).scoring.uses_ring
+    assert not ProposalConfig(scoring="crops").scoring.uses_ring      # a ring would cost a network pass per box
 
 
 def test_cli_detect_with_proposals(tiny_conv, tmp_path, capsys, save_rgb):

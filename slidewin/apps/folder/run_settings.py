@@ -1,7 +1,8 @@
 """``run.json``: what a folder run's records were made with, so that a resume cannot mix others in.
 
 Written (atomically) beside ``results.jsonl`` when a run starts: the detection settings (the
-model's sha256, the `DetectorConfig`, the classes, ``--convert`` and ``--max-pixels``) and the
+model's sha256, the parts of the `DetectorConfig` in use, the classes, ``--convert`` and
+``--max-pixels``) and the
 working directory that relative image paths in the records are relative to. ``--resume``
 compares the settings it is given with the recorded ones and refuses any difference in one line
 that says what differs, and keys the recorded images from the recorded directory, so resuming
@@ -29,9 +30,9 @@ def run_settings(model: str | Path, config=None, classes=None, convert: bool = F
         model: the model file (recorded by its sha256: the same weights under another path
             are the same model).
         config: the `DetectorConfig` (None for a detector without one).
-        classes: the ``--classes`` value as given.
+        classes: the ``--classes`` value in use.
         convert, max_pixels: as for `slidewin.io.images.load_image`.
-        proposals: the `ProposalConfig` when proposals are scored instead of windows.
+        proposals: the older spelling of a selective-search config (see `build_detector`).
 
     Only the parts of the detector that are used are recorded (``regions``, ``scoring``,
     ``merge``: `slidewin.pipeline.factory.settings_parts`), so that a resume is refused for a
@@ -50,6 +51,18 @@ def run_settings(model: str | Path, config=None, classes=None, convert: bool = F
         "max_pixels": max_pixels,
     }
     return json.loads(json.dumps(settings))  # tuples -> lists, enums -> strings: as read back
+
+
+def _current(settings: dict) -> dict:
+    """Recorded settings as this version records them: runs recorded before the merge part kept
+    only what its kind uses also recorded ``ios`` and ``soft_sigma`` for every merge of the
+    window grid (the same run, so its resume is not refused for them)."""
+    merge = settings.get("merge")
+    if not isinstance(merge, dict) or not isinstance(merge.get("merge"), str):
+        return settings
+    kind = merge["merge"]
+    unused = ({"ios"} if kind not in ("nested", "nested-vote") else set()) | ({"soft_sigma"} if kind != "soft-nms" else set())
+    return {**settings, "merge": {k: v for k, v in merge.items() if k not in unused}}
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -114,7 +127,7 @@ class RunFile:
             self._locate(recorded)
         if self.settings is None or recorded.get("settings") is None:
             return
-        diff = _differences(recorded["settings"], self.settings)
+        diff = _differences(_current(recorded["settings"]), self.settings)
         if diff:
             raise SlidewinError(f"--resume with other settings than the run recorded here ({'; '.join(diff)}): "
                                 "resume with the same settings, or choose another --out-dir", self.path)
