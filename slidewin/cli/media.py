@@ -78,6 +78,7 @@ def _detect_video(args, video: Path) -> int:
     from slidewin.apps.video import (OUTPUT_SUFFIXES, JsonLines, VideoReader, describe, last_recorded_frame,
                                      recorded_frames, run_video)
     from slidewin.cli.commands import _open_detector, _report_stream, _settings, check_outputs, model_header, say
+    from slidewin.cli.options import preset_line
     from slidewin.io.files import check_output_dir
     from slidewin.io.images import DEFAULT_MAX_PIXELS
 
@@ -112,7 +113,7 @@ def _detect_video(args, video: Path) -> int:
     config, proposals, max_pixels, settings = _settings(args)
     detector = _open_detector(args.model, config, args.classes, args.device, proposals)
     to = _report_stream(args.json)
-    say(f"model: {model_header(detector.meta)}", file=to)
+    say(f"model: {model_header(detector.meta)}; {preset_line(args)}", file=to)
 
     def note(text: str) -> None:
         say(f"slidewin: note: {text}", file=sys.stderr)

@@ -264,6 +264,11 @@ class DetectorConfig:
 
     A scorer of the grid's plan (``patch``, ``dense``) with selective-search regions is refused
     (ValueError), as is dense scoring on unaligned levels.
+
+    To change settings of a config, use `updated` (``config.updated(merge="nested")`` changes the
+    merge's kind and keeps its IoU). ``dataclasses.replace`` works with flat names too, but
+    ``merge`` and ``scoring`` there name whole parts: ``replace(config, merge="nested")`` makes a new
+    `MergeConfig` of that kind, with the defaults for its other settings.
     """
 
     regions: WindowGridConfig | SelectiveSearchConfig
