@@ -77,6 +77,7 @@ def test_video_gives_one_line_per_frame_and_a_drawn_video_of_the_same_frames(cli
     assert fourcc.lower() in ("mp4v", "fmp4")  # the source's family, MPEG-4 Part 2
     stdout = capsys.readouterr().out
     assert f"{FRAMES} frame(s)" in stdout and f"wrote video: {out}" in stdout
+    assert stdout.startswith("model: efficientnet-lite0") and "preset display" in stdout.splitlines()[0]
     # The frames are the photos: what is found in each is what detect finds in the photo itself.
     first = tmp_path / "first.png"
     cap = cv2.VideoCapture(str(clips["mp4"]))
