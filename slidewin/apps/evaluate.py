@@ -314,14 +314,6 @@ def write_detections(path: Path, results: list[dict]) -> None:
     atomic_write_text(path, json.dumps(results) + "\n")
 
 
-# Kept for the benchmarks that import them under their former names.
-_coco_eval = coco_eval
-
-
-def _gt_boxes(dataset: Dataset, evaluated: dict[int, int]):
-    return gt_boxes(dataset.gt, evaluated)
-
-
 
 
 def open_for_evaluation(model_path: str | Path, mode: Mode, recipe: Recipe, config: DetectorConfig | None,
