@@ -133,7 +133,7 @@ def test_run_json_records_only_the_parts_in_use(tiny_conv, tmp_path, capsys, sav
     save_rgb(folder / "a.jpg", np.full((120, 160, 3), 90, np.uint8))
     out = tmp_path / "out"
     assert main(["detect", str(folder), "--model", str(tiny_conv.path), "--out-dir", str(out),
-                 "--proposals", "selective-search-single", "--proposal-scoring", "crops"]) == 0
+                 "--proposals", "selective-search-single", "--proposal-scoring", "crops", "--preset", "ap"]) == 0
     settings = json.loads((out / "run.json").read_text())["settings"]
     assert set(settings) >= {"regions", "scoring", "merge"} and "config" not in settings
     assert settings["regions"] == {"method": "selective-search-single", "min_size": 16.0, "max_proposals": 2000}
@@ -143,4 +143,5 @@ def test_run_json_records_only_the_parts_in_use(tiny_conv, tmp_path, capsys, sav
     assert main(["detect", str(folder), "--model", str(tiny_conv.path), "--out-dir", str(out2)]) == 0
     grid = json.loads((out2 / "run.json").read_text())["settings"]
     assert "windows_hw" in grid["regions"] and "method" not in grid["regions"] and "mode" in grid["scoring"]
+    assert grid["merge"]["merge"] == "nested" and set(grid["merge"]) == {"merge", "iou", "ios"}  # display: no soft_sigma
     capsys.readouterr()

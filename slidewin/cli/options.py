@@ -341,14 +341,12 @@ def _updated(base: DetectorConfig, settings: dict) -> DetectorConfig:
 
 
 def preset_name(args) -> Preset | None:
-    """The preset a command runs: ``--preset`` as given; else ``display`` for a picture (one image,
-    a video) and ``ap`` for a folder run (``--out-dir``), whose results files feed evaluators and
-    other tools; None for a command without ``--preset``."""
+    """The preset a command runs: ``--preset`` as given, else ``display`` (one image, a folder run,
+    a video alike: one photo gives the same boxes however it is passed); None for a command
+    without ``--preset``. Results meant for an AP evaluator ask for ``--preset ap``."""
     if not hasattr(args, "preset"):
         return None
-    if args.preset is not None:
-        return Preset(args.preset)
-    return Preset.AP if getattr(args, "out_dir", None) is not None else Preset.DISPLAY
+    return Preset(args.preset) if args.preset is not None else Preset.DISPLAY
 
 
 def _preset(args, method) -> DetectorConfig | None:
@@ -396,6 +394,6 @@ def add_preset_arg(p, default: Preset) -> None:
 
     default = Preset(default)
     p.add_argument("--preset", choices=choices(Preset), default=None,
-                   help=f"{PRESET_HELP.replace('%', '%%')} (default {default.value} for one image or a video, ap for a folder run "
-                        "with --out-dir, whose results files feed evaluators); every detector flag given changes the preset's "
+                   help=f"{PRESET_HELP.replace('%', '%%')} (default {default.value}; use ap for results you will score with an AP evaluator, "
+                        "as evaluate does); every detector flag given changes the preset's "
                         "value")

@@ -105,10 +105,9 @@ def test_glob_of_good_images_exits_zero_and_matches_single_image_json(tiny, tmp_
     assert main(detect(str(tmp_path / "in" / "**" / "[abc].*"), "--model", tiny, "--out-dir", out)) == 0
     recs = records(out)
     assert sorted(Path(r["image"]).name for r in recs) == ["a.jpg", "b.JPG", "c.png"]
-    # A folder record is the --json record of that image with the same settings (timings aside): a
-    # folder run's preset is ap, one image's display.
+    # A folder record is the --json record of that image (timings aside): both run the display preset.
     single = tmp_path / "a.json"
-    assert main(detect(files["good"][0], "--model", tiny, "--json", single, "--preset", "ap")) == 0
+    assert main(detect(files["good"][0], "--model", tiny, "--json", single)) == 0
     assert strip_timing([json.loads(single.read_text())]) == strip_timing([recs[0]])
     capsys.readouterr()
 

@@ -24,9 +24,9 @@ def _args(*flags: str):
 
 @pytest.mark.parametrize("flags, name, method", [
     ((), Preset.DISPLAY, "windows"),                                    # one picture: display
-    (("--out-dir", "out"), Preset.AP, "windows"),                       # a folder run's results feed evaluators
+    (("--out-dir", "out"), Preset.DISPLAY, "windows"),                  # a folder run: the same boxes as one photo
     (("--preset", "ap"), Preset.AP, "windows"),
-    (("--preset", "display", "--out-dir", "out"), Preset.DISPLAY, "windows"),
+    (("--preset", "ap", "--out-dir", "out"), Preset.AP, "windows"),
     (("--proposals", "selective-search-single"), Preset.DISPLAY, "selective-search-single"),
     (("--proposals", "selective-search-fast", "--preset", "ap"), Preset.AP, "selective-search-fast"),
 ])
@@ -103,8 +103,11 @@ def test_the_header_line_names_the_preset(tiny_conv, tmp_path, capsys, save_rgb,
     assert first.startswith("model: tinyconv") and first.endswith(words)
 
 
-def test_a_folder_run_says_it_ran_ap(tiny_conv, tmp_path, capsys, save_rgb):
+def test_a_folder_run_says_which_preset_it_ran(tiny_conv, tmp_path, capsys, save_rgb):
     (tmp_path / "in").mkdir()
     save_rgb(tmp_path / "in" / "a.jpg", np.full((96, 128, 3), 90, np.uint8))
     assert main(["detect", str(tmp_path / "in"), "--model", str(tiny_conv.path), "--out-dir", str(tmp_path / "o")]) == 0
+    assert "; preset display" in capsys.readouterr().err  # the same default as one image
+    assert main(["detect", str(tmp_path / "in"), "--model", str(tiny_conv.path), "--out-dir", str(tmp_path / "o2"),
+                 "--preset", "ap"]) == 0
     assert "; preset ap" in capsys.readouterr().err
