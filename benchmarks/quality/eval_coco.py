@@ -79,7 +79,7 @@ def main(argv=None) -> int:
             print(f"{recipe} recipe, {mode} mode -> {shown(out)} ...", flush=True)
             try:
                 metrics[recipe, mode] = evaluate(args.data, model, mode=mode, recipe=recipe, out_dir=out,
-                                                 limit=args.limit, progress=True).to_json()
+                                                 limit=args.limit, progress=True, overwrite=True).to_json()  # its own folder
             except SlidewinError as e:
                 sys.exit(f"eval_coco: {e}")
 

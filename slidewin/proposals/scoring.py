@@ -184,10 +184,11 @@ def check_feature_grid(grid_hw: tuple[int, int], level_hw: tuple[int, int], dens
     (in_h, in_w), (ph, pw), s = dense.classifier.input_hw, dense.pool_hw, dense.stride
     (r0, r1), (c0, c1) = feature_rows(h, in_h, s, ph), feature_rows(w, in_w, s, pw)
     if not (r0 <= rows <= r1 and c0 <= cols <= c1):
+        form = f"dense form {Path(dense.path).name}; delete it to rebuild it" if dense.path else "dense form built in memory"
         raise SlidewinError(
             f"dense model gave a {rows}x{cols} feature map for a {h}x{w} image, where its stated stride of "
             f"{s} px gives about {-(-h // s)}x{-(-w // s)} cells: its metadata does not fit its graph "
-            f"(dense form {Path(dense.path).name}; delete it to rebuild it, or use --proposal-scoring crops)",
+            f"({form}, or use --proposal-scoring crops)",
             dense.classifier.path)
 
 
