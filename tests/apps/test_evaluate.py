@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import fields
 from pathlib import Path
 
@@ -274,7 +275,13 @@ def _interrupt_after_first_images(tmp_path: Path, model: Path, *out_args: str) -
             if "broken.jpg" in line:
                 proc.send_signal(signal.SIGINT)
                 break
-        out, rest = proc.communicate(timeout=120)
+        # Read the rest through the same buffered file: communicate() reads the raw pipe and
+        # would skip what the line iteration above has already buffered.
+        timer = threading.Timer(120, proc.kill)
+        timer.start()
+        rest, out = proc.stderr.read(), proc.stdout.read()  # stdout holds a few lines at most
+        proc.wait()
+        timer.cancel()
     finally:
         proc.kill()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(err) + rest)
