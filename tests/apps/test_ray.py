@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COCO_IMAGES = ROOT / "tests" / "data" / "coco-mini" / "images"
 PHOTOS = 10
 #: Detector flags of every run here: enough boxes on COCO photos that equality means something.
-FLAGS = ["--classes", "coco", "--min-score", "0.2", "--max-levels", "1"]
+FLAGS = ["--classes", "coco", "--min-score", "0.2", "--max-levels", "1", "--preset", "ap"]  # ap: as DetectorConfig() below
 
 
 def records(out: Path) -> list[dict]:
