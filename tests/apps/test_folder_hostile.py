@@ -64,7 +64,7 @@ def test_resume_with_other_settings_is_refused_in_one_line(tiny, tmp_path, capsy
     code = main(detect(tmp_path / "in", "--model", tiny, "--out-dir", out, "--resume", "--min-score", "0.1"))
     err = [line for line in capsys.readouterr().err.strip().splitlines() if "error:" in line]
     assert code != 0 and len(err) == 1, err
-    assert "other settings" in err[0] and "min_score 0.5 -> 0.1" in err[0] and "run.json" in err[0]
+    assert "other settings" in err[0] and "min_score 0.7 -> 0.1" in err[0] and "run.json" in err[0]  # display preset: 0.7
     assert (out / "results.jsonl").read_bytes() == before
     assert main(detect(tmp_path / "in", "--model", tiny, "--out-dir", out, "--resume")) == 0  # same settings: fine
 
