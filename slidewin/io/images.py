@@ -294,14 +294,7 @@ def read_image_file(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> b
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between stat and open
             raise ImageError("not an image file: not a regular file", p)
         head = _read(fd, 0, min(size, HEAD_BYTES))
-        try:
-            check_header(read_header(head), size, max_pixels)
-        except NeedMoreBytes:
-            if len(head) == size:
-                raise
-            if size > max_file_bytes(max_pixels):
-                raise HeaderError(f"{size:,} bytes is far more than an image within --max-pixels "
-                                  f"{max_pixels:,} needs, and its header lies past the first {HEAD_BYTES:,}") from None
+        judge_head(head, size, max_pixels)
         if size <= len(head):
             return head
         return head + _read(fd, len(head), size - len(head))
@@ -436,6 +429,25 @@ def as_rgb(image, *, bgr: bool | None = None, channels: str | None = None, conve
         return np.ascontiguousarray(apply_orientation(rgb, _pil_orientation(image)))
     raise ImageError(f"cannot read an image from a {type(image).__name__}: give a path, a PIL image "
                      "or a uint8 (H, W, 3) NumPy array")
+
+
+def judge_head(head: bytes, size: int, max_pixels: int) -> None:
+    """Judge a file's first bytes (``head``, at most `HEAD_BYTES`) before the rest is read: the
+    header's size against ``max_pixels`` and the file's ``size``. A header that lies past the
+    head passes only while the file is no bigger than such an image can be.
+
+    Raises:
+        HeaderError: not an image slidewin takes, or too large.
+        NeedMoreBytes: the whole file is in ``head`` and its header is cut short.
+    """
+    try:
+        check_header(read_header(head), size, max_pixels)
+    except NeedMoreBytes:
+        if len(head) == size:
+            raise
+        if size > max_file_bytes(max_pixels):
+            raise HeaderError(f"{size:,} bytes is far more than an image within --max-pixels "
+                              f"{max_pixels:,} needs, and its header lies past the first {HEAD_BYTES:,}") from None
 
 
 def probe_size(path: str | Path) -> tuple[int, int] | None:

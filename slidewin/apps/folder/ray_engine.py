@@ -40,7 +40,7 @@ from slidewin.apps.folder.records import DetectionRecord
 from slidewin.apps.folder.run import (DRAWN_DIR, FolderSummary, check_own_folders, detect_one, drawn_paths, open_run,
                                       record_all)
 from slidewin.errors import ImageError, MissingDependencyError, SlidewinError, first_line, one_line
-from slidewin.io.images import DEFAULT_MAX_PIXELS, HEAD_BYTES, IMAGE_SUFFIXES, check_header, max_file_bytes
+from slidewin.io.images import DEFAULT_MAX_PIXELS, HEAD_BYTES, IMAGE_SUFFIXES, judge_head
 from slidewin.pipeline.config import DetectorConfig
 from slidewin.runtime.sessions import Device
 
@@ -128,7 +128,7 @@ def read_capped(path: str, max_pixels: int, filesystem=None) -> bytes:
         return read_image_file(path, max_pixels)
     import pyarrow.fs as pafs
 
-    from slidewin.io.formats import HeaderError, NeedMoreBytes, read_header
+    from slidewin.io.formats import HeaderError, NeedMoreBytes
 
     try:
         info = filesystem.get_file_info(path)
@@ -143,14 +143,7 @@ def read_capped(path: str, max_pixels: int, filesystem=None) -> bytes:
             raise ImageError("empty file (0 bytes)", path)
         with filesystem.open_input_file(path) as f:
             head = f.read_at(min(size, HEAD_BYTES), 0)
-            try:
-                check_header(read_header(head), size, max_pixels)
-            except NeedMoreBytes:
-                if len(head) == size:
-                    raise
-                if size > max_file_bytes(max_pixels):
-                    raise HeaderError(f"{size:,} bytes is far more than an image within --max-pixels "
-                                      f"{max_pixels:,} needs, and its header lies past the first {HEAD_BYTES:,}") from None
+            judge_head(head, size, max_pixels)
             return head if size <= len(head) else head + f.read_at(size - len(head), len(head))
     except NeedMoreBytes as e:
         raise ImageError(f"truncated image ({e})", path) from None
