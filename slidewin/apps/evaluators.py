@@ -19,7 +19,6 @@ stderr as folder runs say it, and listed in the report. Ctrl-C stops the loop be
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 from slidewin.core.detections import Detections
 from slidewin.core.detector import Detector, RunStats
 from slidewin.errors import MissingDependencyError, printable
+from slidewin.io.stderr import eprint
 
 
 @dataclass
@@ -136,7 +136,7 @@ class _Quiet:
     """No bar and no progress lines; an unreadable image is still said on stderr."""
 
     def failed(self, path, error: str, failed_now: int) -> None:
-        print(f"slidewin: {printable(str(path))}: {error}", file=sys.stderr, flush=True)
+        eprint(f"slidewin: {printable(str(path))}: {error}")
 
     def advance(self) -> None:
         pass

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from slidewin.errors import SlidewinError, is_internal, one_line, printable
+from slidewin.io.stderr import eprint
 
 __all__ = ["build_parser", "entry", "main"]
 
@@ -190,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = _catch_sigint()
     try:
         if "stdout" in closed:
-            print("slidewin: note: standard output is closed: what this command prints is discarded "
-                  "(the files it writes are still written)", file=sys.stderr)
+            eprint("slidewin: note: standard output is closed: what this command prints is discarded "
+                   "(the files it writes are still written)")
         parser = build_parser()
         args = parser.parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -204,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         if _sigint_seen:  # a C extension's import turned the interrupt into its own error
             return _interrupted()
         if is_internal(e):  # a bug: still one line, but say so
-            print(f"slidewin: {one_line(e)} (please report this)", file=sys.stderr)
+            eprint(f"slidewin: {one_line(e)} (please report this)")
             return 1
-        print(f"slidewin: error: {one_line(e)}", file=sys.stderr)
+        eprint(f"slidewin: error: {one_line(e)}")
         return e.exit_code if isinstance(e, SlidewinError) else 2
     finally:
         if previous is not None:
@@ -242,7 +243,7 @@ def _catch_sigint():
 
 def _interrupted() -> int:
     try:
-        print("slidewin: interrupted", file=sys.stderr)
+        eprint("slidewin: interrupted")
     except (OSError, ValueError, KeyboardInterrupt):
         pass
     return 130

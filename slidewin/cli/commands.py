@@ -9,6 +9,7 @@ from pathlib import Path
 
 from slidewin.cli.options import detect_config, detector_config, preset_line, proposal_config
 from slidewin.errors import SlidewinError, printable
+from slidewin.io.stderr import eprint
 
 DEFAULT_DEMO_MODEL = Path("models/efficientnet-lite0.onnx")
 
@@ -16,7 +17,10 @@ DEFAULT_DEMO_MODEL = Path("models/efficientnet-lite0.onnx")
 def say(text: str, file=None) -> None:
     """Print one line that holds labels or file names, escaped (`printable`): a newline in a
     label cannot start a line of its own."""
-    print(printable(str(text)), file=file or sys.stdout)
+    if file is sys.stderr:
+        eprint(printable(str(text)))  # not into a decoder's capture of fd 2
+    else:
+        print(printable(str(text)), file=file or sys.stdout)
 
 
 def _load(path: Path, convert: bool, max_pixels: int | None = None):
@@ -383,10 +387,10 @@ def cmd_evaluate(args) -> int:
                      limit=args.limit, progress=None, overrides=overrides, proposals=proposals,
                      overwrite=args.overwrite, images=args.images, annotations=args.annotations)
     except EvaluationInterrupted as e:
-        print(f"slidewin: {e}", file=sys.stderr)
+        eprint(f"slidewin: {printable(str(e))}")
         return 130
     except KeyboardInterrupt:
-        print("slidewin: interrupted before any image was evaluated: nothing was kept", file=sys.stderr)
+        eprint("slidewin: interrupted before any image was evaluated: nothing was kept")
         return 130
     how = f"mode={m.mode}" if proposals is None else f"proposals={proposals.regions.method} ({proposals.scorer})"
     recall = "" if m.recall50 is None else (f"  recall@0.5 {m.recall50:.3f}  recall@0.75 {m.recall75:.3f}  "

@@ -60,6 +60,15 @@ def captured_stderr() -> Iterator[list[str]]:
             lines.extend(line.strip() for line in text.splitlines() if line.strip())
 
 
+def eprint(text: str) -> None:
+    """Print one line to stderr, flushed, holding `STDERR_LOCK`: a decode still running in a
+    worker thread (a run being interrupted leaves its current decodes to finish) may have fd 2
+    pointed at its capture, and a line written then would be read as that decoder's message and
+    never reach the user."""
+    with STDERR_LOCK:
+        print(text, file=sys.stderr, flush=True)
+
+
 def share_lock_with_tqdm() -> None:
     """Make tqdm's writes (bars, ``tqdm.write``) take `STDERR_LOCK`, so that they never land in
     a capture."""

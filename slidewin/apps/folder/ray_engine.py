@@ -41,6 +41,7 @@ from slidewin.apps.folder.run import (DRAWN_DIR, FolderSummary, check_own_folder
                                       record_all)
 from slidewin.errors import ImageError, MissingDependencyError, SlidewinError, first_line, one_line
 from slidewin.io.images import DEFAULT_MAX_PIXELS, HEAD_BYTES, IMAGE_SUFFIXES, judge_head
+from slidewin.io.stderr import eprint
 from slidewin.pipeline.config import DetectorConfig
 from slidewin.runtime.sessions import Device
 
@@ -347,7 +348,7 @@ def _pool_size(ray, options: RayOptions, own_cluster: bool) -> int:
                 f"{cpus:g} CPU(s) and {gpus:g} GPU(s)")
         if own_cluster:
             raise SlidewinError(f"{text}: lower --workers, --cpus-per-worker or --gpus-per-worker")
-        print(f"slidewin: note: {text} now; the run waits until it grows", file=sys.stderr)
+        eprint(f"slidewin: note: {text} now; the run waits until it grows")
     return workers
 
 
