@@ -18,6 +18,24 @@ if TYPE_CHECKING:
     from slidewin.apps.evaluate import EvalResult
 
 EXAMPLE_MIN_SCORE = 0.3
+#: The files a report consists of, beside ``examples/`` (its ``hit_*.jpg`` and ``miss_*.jpg``).
+REPORT_FILES = ("detections.json", "metrics.json", "report.md", "pr_curve.png", "recall.png")
+
+
+def remove_report(out: Path) -> None:
+    """Delete the files an earlier report wrote in ``out`` (`REPORT_FILES` and its examples), and
+    nothing else: ``--overwrite`` must not leave an old ``metrics.json`` beside new detections."""
+    for name in REPORT_FILES:
+        (out / name).unlink(missing_ok=True)
+    examples = out / "examples"
+    if examples.is_dir():
+        for kind in ("hit", "miss"):
+            for f in examples.glob(f"{kind}_*.jpg"):
+                f.unlink(missing_ok=True)
+        try:
+            examples.rmdir()
+        except OSError:  # the user's own files are in it
+            pass
 
 
 def write_report(out: Path, metrics: EvalResult, ev, dataset, per_image: dict, evaluated: dict[int, int],

@@ -254,6 +254,9 @@ def evaluate(data_dir: str | Path | Dataset | None, model_path: str | Path, mode
     kept = None
     try:
         if out_dir is not None and run.done:  # first: what was done is kept, whatever comes next
+            from slidewin.apps.eval_report import remove_report
+
+            remove_report(Path(out_dir))  # an earlier report's files (--overwrite) are not mixed with this one's
             write_detections(Path(out_dir) / DETECTIONS_FILE, coco.results([im["id"] for im in run.done]))
             kept = Path(out_dir) / DETECTIONS_FILE
         if run.interrupted:

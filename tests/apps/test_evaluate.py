@@ -240,6 +240,8 @@ def test_unreadable_image_is_said_on_stderr_and_in_the_report(effnet_onnx, tmp_p
     out = tmp_path / "report"
     out.mkdir()
     (out / "old.txt").write_text("x")
+    (out / "examples").mkdir()
+    (out / "examples" / "miss_999.jpg").write_bytes(b"an earlier report's example")
     monkeypatch.setattr(progress, "_LOG_EVERY_SECONDS", 0.0)
     code = main(["evaluate", "--data", str(data), "--model", str(model), "--mode", "dense", "--out-dir", str(out),
                  "--overwrite"])
@@ -253,6 +255,8 @@ def test_unreadable_image_is_said_on_stderr_and_in_the_report(effnet_onnx, tmp_p
     report = (out / "report.md").read_text()
     assert "## Images that could not be read (1" in report and "- broken.jpg: " in report
     assert "1 image(s) could not be read" in captured.out
+    assert (out / "old.txt").read_text() == "x"  # --overwrite replaced the report, and only the report
+    assert not (out / "examples" / "miss_999.jpg").exists()
 
 
 def _interrupt_after_first_images(tmp_path: Path, model: Path, *out_args: str) -> subprocess.CompletedProcess:
@@ -293,7 +297,9 @@ def test_ctrl_c_keeps_the_detections_done_or_says_nothing_was_kept(effnet_onnx, 
     os.link(effnet_onnx, model)
     ids = sorted(im["id"] for im in json.loads((COCO_MINI / "instances.json").read_text())["images"])
     out = tmp_path / "report"
-    proc = _interrupt_after_first_images(tmp_path / "a", model, "--out-dir", str(out))
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")  # an earlier report's: not left beside these detections
+    proc = _interrupt_after_first_images(tmp_path / "a", model, "--out-dir", str(out), "--overwrite")
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
     done = int(re.search(r"interrupted after (\d+) of 13 images", last)[1])
