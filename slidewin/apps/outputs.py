@@ -5,7 +5,8 @@ made from it after the run, whole or not at all, so they always describe every i
 has recorded, resumed runs included:
 
 - ``coco``: ``OUT/detections.coco.json``, a COCO *results* file (real COCO category ids);
-- ``yolo``: ``OUT/yolo/<image stem>.txt`` (normalised xywh and the score) and ``OUT/yolo/classes.txt``;
+- ``yolo``: ``OUT/yolo/<image stem>.txt`` (normalised xywh and the score) and ``OUT/yolo/classes.txt`` with
+  ``OUT/yolo/data.yaml`` (the names as Ultralytics and supervision read them);
 - ``csv``: ``OUT/detections.csv``, one row per box.
 """
 
@@ -57,8 +58,8 @@ def write_formats(out_dir: Path, formats: Sequence[str], labels: Sequence[str]) 
     """Write the asked formats from ``OUT/results.jsonl``; returns the paths written."""
     from slidewin.apps.folder.results_log import RESULTS_NAME
     from slidewin.io.files import atomic_write_text
-    from slidewin.io.result_formats import (CSV_HEADER, coco_results, csv_rows, yolo_classes_txt, yolo_lines,
-                                            yolo_txt_name)
+    from slidewin.io.result_formats import (CSV_HEADER, coco_results, csv_rows, yolo_classes_txt,
+                                            yolo_data_yaml, yolo_lines, yolo_txt_name)
 
     results = out_dir / RESULTS_NAME
     written: list[Path] = []
@@ -78,7 +79,7 @@ def write_formats(out_dir: Path, formats: Sequence[str], labels: Sequence[str]) 
         folder = out_dir / YOLO_DIR
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             raise SlidewinError("is not a folder of ours (a link or a file): remove it", folder)
-        taken: set[str] = set()
+        taken: set[str] = {"classes.txt"}  # a photo named classes.jpg gets classes.2.txt, not the names file
         for record in _records(results):
             if record.get("error") or record.get("width") is None:
                 continue
@@ -86,6 +87,7 @@ def write_formats(out_dir: Path, formats: Sequence[str], labels: Sequence[str]) 
             lines = yolo_lines(record["detections"], (record["height"], record["width"]))
             atomic_write_text(folder / name, "".join(line + "\n" for line in lines))
         atomic_write_text(folder / "classes.txt", yolo_classes_txt(labels))
+        atomic_write_text(folder / "data.yaml", yolo_data_yaml(labels))
         written.append(folder)
     return written
 

@@ -9,7 +9,8 @@ Pure functions from detection records (the dicts of ``results.jsonl``, `detectio
   found by label name in ``slidewin/data/coco_categories.json`` (the 80 categories, ids 1-90)
   or in a mapping the caller gives (a dataset's own categories);
 - YOLO: per image, one line ``class x_center y_center width height [score]`` normalised to
-  [0, 1] by the image size, plus ``classes.txt`` (one label per line, line i = class i);
+  [0, 1] by the image size, plus ``classes.txt`` (one label per line, line i = class i) and
+  ``data.yaml`` (the same names, as Ultralytics and supervision read them);
 - CSV: one row per box, `CSV_HEADER`.
 """
 
@@ -210,6 +211,14 @@ def yolo_lines(detections: Detections | Sequence[Mapping], hw: tuple[int, int], 
 def yolo_classes_txt(labels: Sequence[str]) -> str:
     """``classes.txt``: the label of class i on line i (newlines in a label become spaces)."""
     return "".join(" ".join(str(label).splitlines()) + "\n" for label in labels)
+
+
+def yolo_data_yaml(labels: Sequence[str]) -> str:
+    """``data.yaml`` in the Ultralytics form (``nc`` and ``names: {id: name}``), which
+    supervision's ``DetectionDataset.from_yolo`` and Ultralytics read. Each name is written as a
+    JSON string, which is also a YAML double-quoted scalar, so no YAML library is needed."""
+    names = "".join(f"  {i}: {json.dumps(' '.join(str(label).splitlines()))}\n" for i, label in enumerate(labels))
+    return f"nc: {len(labels)}\nnames:\n{names}"
 
 
 def yolo_txt_name(image: str | PurePath) -> str:

@@ -59,6 +59,25 @@ def test_yolo_files_one_per_image_normalised(run):
             assert all(0 <= float(v) <= 1 for v in xywh) and 0 < float(score) <= 1
 
 
+def test_supervision_reads_the_yolo_folder_as_it_is(run, tmp_path):
+    import supervision as sv
+
+    photos = tmp_path / "photos"  # the run's three photos
+    photos.mkdir()
+    for p in sorted((COCO_MINI / "images").glob("*.jpg"))[:3]:
+        shutil.copy(p, photos / p.name)
+    ds = sv.DetectionDataset.from_yolo(str(photos), str(run / "yolo"), str(run / "yolo" / "data.yaml"))
+    assert ds.classes == (run / "yolo" / "classes.txt").read_text().splitlines()
+    by_name = {Path(r["image"]).name: r for r in _records(run)}
+    assert len(ds) == len(by_name) == 3
+    for path, _, dets in ds:
+        record = by_name[Path(path).name]
+        assert len(dets) == len(record["detections"])
+        for box, want in zip(dets.xyxy, record["detections"]):
+            assert abs(box - want["xyxy"]).max() < 0.01 * max(record["width"], record["height"])
+        assert [ds.classes[c] for c in dets.class_id] == [d["label"] for d in record["detections"]]
+
+
 def test_csv_one_row_per_box(run):
     rows = list(csv.DictReader((run / "detections.csv").open()))
     assert len(rows) == sum(len(r["detections"]) for r in _records(run))
@@ -79,5 +98,6 @@ def test_a_format_the_model_cannot_give_is_refused_before_the_run(effnet_onnx, t
 def test_two_images_with_one_stem_keep_two_yolo_files():
     from slidewin.apps.outputs import _unique
 
-    taken: set[str] = set()
+    taken: set[str] = {"classes.txt"}
+    assert _unique("classes.txt", taken) == "classes.2.txt"  # a photo named classes.jpg: not the names file
     assert [_unique(n, taken) for n in ("a.txt", "a.txt", "b.txt", "a.txt")] == ["a.txt", "a.2.txt", "b.txt", "a.3.txt"]
