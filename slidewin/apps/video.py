@@ -377,12 +377,12 @@ def recorded_frames(results: Path, video: str | Path, base: str | Path | None) -
     """``(frame, detections)`` of the frame records of ``video`` in a results file, in file order
     (read line by line: a resumed run holds one line at a time)."""
     from slidewin.apps.folder.inputs import result_key
-    from slidewin.apps.folder.results_log import _lines
+    from slidewin.apps.folder.results_log import complete_lines
 
     key = result_key(video)
     fd = os.open(results, os.O_RDONLY)
     try:
-        for line, _ in _lines(fd, os.fstat(fd).st_size):
+        for line, _ in complete_lines(fd, os.fstat(fd).st_size):
             try:
                 value = json.loads(line)
                 if (value.get("error") is None and isinstance(value.get("frame"), int)

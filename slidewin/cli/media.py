@@ -74,7 +74,7 @@ def _detect_video(args, video: Path) -> int:
     import shlex
 
     from slidewin.apps.folder.results_log import RESULTS_NAME
-    from slidewin.apps.folder.run import SOME_FAILED_EXIT, _open_log, check_own_folders
+    from slidewin.apps.folder.run import SOME_FAILED_EXIT, check_own_folders, open_log
     from slidewin.apps.video import (OUTPUT_SUFFIXES, JsonLines, VideoReader, describe, last_recorded_frame,
                                      recorded_frames, run_video)
     from slidewin.cli.commands import _open_detector, _report_stream, _settings, check_outputs, model_header, say
@@ -122,7 +122,7 @@ def _detect_video(args, video: Path) -> int:
     if results is None:
         sink = JsonLines(args.json) if args.json is not None else _NoSink()
     else:
-        sink, run_file = _open_log(results, args.resume, args.model, {**settings, "every": every}, video.parent)
+        sink, run_file = open_log(results, args.resume, args.model, {**settings, "every": every}, video.parent)
         done = last_recorded_frame(results, video, run_file.base)
         if drawn is not None and done >= 0:
             recorded = recorded_frames(results, video, run_file.base)

@@ -97,7 +97,7 @@ class ResultsLog:
         self.models: set[str] = set()
         whole = 0
         # Streamed line by line: a results file of any size costs memory for its keys only.
-        for number, (line, end) in enumerate(_lines(self.fd, size), 1):
+        for number, (line, end) in enumerate(complete_lines(self.fd, size), 1):
             whole = end
             self._take(number, line)
         self.truncated_bytes = size - whole
@@ -140,7 +140,7 @@ class ResultsLog:
         fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "wb") as out:
-                for number, (line, _) in enumerate(_lines(self.fd, size, max_line=size + 1), 1):
+                for number, (line, _) in enumerate(complete_lines(self.fd, size, max_line=size + 1), 1):
                     if number not in numbers:
                         out.write(line + b"\n")
                 out.flush()
@@ -190,11 +190,11 @@ MAX_LINE_BYTES = 64 << 20
 _CHUNK = 1 << 20
 
 
-def _lines(fd: int, size: int, max_line: int = MAX_LINE_BYTES):
+def complete_lines(fd: int, size: int, max_line: int = MAX_LINE_BYTES):
     """``(line, end offset)`` for each complete (newline-ended) line of the first ``size`` bytes
     of ``fd``, read in chunks; ``line`` is None for one longer than ``max_line`` (not kept). A
     last line without its newline is not yielded: it ends where the last complete one does."""
-    offset, start, pending, too_long = 0, 0, [], False
+    offset, pending, too_long = 0, [], False
     while offset < size:
         chunk = os.pread(fd, min(size - offset, _CHUNK), offset)
         if not chunk:

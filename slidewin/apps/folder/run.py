@@ -211,7 +211,7 @@ def _say(text: str) -> None:
         print(f"slidewin: {printable(text)}", file=sys.stderr)
 
 
-def _open_log(results: Path, resume: bool, model: str | Path, settings: dict | None,
+def open_log(results: Path, resume: bool, model: str | Path, settings: dict | None,
               root: Path | None = None) -> tuple[ResultsLog, RunFile]:
     """The results file, repaired and read, its run record checked (or written), and what was
     repaired or found said on stderr."""
@@ -258,7 +258,7 @@ def open_run(inputs: list[Path], out_dir: Path, model: str | Path, resume: bool,
     results = Path(out_dir) / RESULTS_NAME
     if root is None:
         root = input_root(inputs)
-    log, run = _open_log(results, resume, model, settings, root)
+    log, run = open_log(results, resume, model, settings, root)
 
     def done(p: Path) -> bool | None:
         """ok / failed as recorded earlier, None: not recorded (by absolute path, or in a moved
