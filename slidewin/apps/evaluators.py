@@ -19,7 +19,11 @@ stderr as folder runs say it, and listed in the report. Ctrl-C stops the loop be
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +80,7 @@ class InferenceRun:
         done: image entries every evaluator processed, in order (unreadable ones included).
         errors: file name -> why it could not be read.
         seconds: wall time of the loop (decode and proposals overlap the network).
-        interrupted: Ctrl-C stopped it before the last image.
+        interrupted: Ctrl-C (or SIGTERM) stopped it before the last image.
     """
 
     total: int
@@ -84,6 +88,26 @@ class InferenceRun:
     errors: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     interrupted: bool = False
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the body runs, SIGTERM (a job's time limit, ``kill``) stops it as Ctrl-C does, so
+    what was done is kept, as folder runs do. Only from the main thread, and only where SIGTERM
+    has its default action (an embedding program's own handler is left alone)."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def inference_on_dataset(detector: Detector, images: list[dict], images_dir: Path,
@@ -97,8 +121,8 @@ def inference_on_dataset(detector: Detector, images: list[dict], images_dir: Pat
             said on stderr in every case.
 
     Returns:
-        What the loop did; on Ctrl-C ``interrupted`` is True and the images processed so far are
-        in ``done`` (an image is in it only once every evaluator has processed it).
+        What the loop did; on Ctrl-C (or SIGTERM) ``interrupted`` is True and the images processed
+        so far are in ``done`` (an image is in it only once every evaluator has processed it).
     """
     from slidewin.apps.folder.prefetch import Prefetcher
 
@@ -109,7 +133,7 @@ def inference_on_dataset(detector: Detector, images: list[dict], images_dir: Pat
     paths = [images_dir / im["file_name"] for im in images]
     t0 = time.perf_counter()
     try:
-        with Prefetcher(paths, convert=True, prepare=detector.prepare) as decoded_images:
+        with sigterm_as_interrupt(), Prefetcher(paths, convert=True, prepare=detector.prepare) as decoded_images:
             for im, (path, decoded) in zip(images, decoded_images):
                 if decoded.image is None:
                     sample = Sample(im, None, None, decoded.seconds, decoded.error)

@@ -259,9 +259,11 @@ def test_unreadable_image_is_said_on_stderr_and_in_the_report(effnet_onnx, tmp_p
     assert not (out / "examples" / "miss_999.jpg").exists()
 
 
-def _interrupt_after_first_images(tmp_path: Path, model: Path, *out_args: str) -> subprocess.CompletedProcess:
+def _interrupt_after_first_images(tmp_path: Path, model: Path, *out_args: str,
+                                  sig: int = signal.SIGINT) -> subprocess.CompletedProcess:
     """``slidewin evaluate`` in a subprocess on the 12 coco-mini photos with a broken file second
-    (by id): once stderr names that file (the first photo and it are done), a real SIGINT."""
+    (by id): once stderr names that file (the first photo and it are done), a real SIGINT (or
+    ``sig``)."""
     data = tmp_path / "data"
     shutil.copytree(COCO_MINI / "images", data / "images")
     gt = json.loads((COCO_MINI / "instances.json").read_text())
@@ -277,7 +279,7 @@ def _interrupt_after_first_images(tmp_path: Path, model: Path, *out_args: str) -
         for line in proc.stderr:
             err.append(line)
             if "broken.jpg" in line:
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(sig)
                 break
         # Read the rest through the same buffered file: communicate() reads the raw pipe and
         # would skip what the line iteration above has already buffered.
@@ -315,6 +317,14 @@ def test_ctrl_c_keeps_the_detections_done_or_says_nothing_was_kept(effnet_onnx, 
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
     assert re.search(r"interrupted after \d+ of 13 images: nothing was kept$", last), last
+
+    # SIGTERM (a batch system's time limit) keeps what was done as Ctrl-C does
+    out = tmp_path / "report-term"
+    proc = _interrupt_after_first_images(tmp_path / "c", model, "--out-dir", str(out), sig=signal.SIGTERM)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    assert re.search(r"interrupted after \d+ of 13 images", last) and "detections.json" in last, last
+    assert json.loads((out / "detections.json").read_text())
 
 
 def test_evaluate_reports_recall_of_windows_and_proposals(effnet_onnx, synthetic_coco, tmp_path):
