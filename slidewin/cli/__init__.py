@@ -149,7 +149,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--out-dir", type=Path, default=None, metavar="DIR",
                    help="report folder (metrics.json, report.md, charts)")
     p.add_argument("--out", type=Path, dest="out_dir", default=None, help=argparse.SUPPRESS)  # the old spelling
-    p.add_argument("--overwrite", action="store_true", help="write into an --out-dir that holds files already (an earlier report's files are replaced; "
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out-dir that holds files already (an earlier report's files are replaced; "
                         "others are left)")
     p.add_argument("--limit", type=count(1), default=None, help="only the first N images (by id)")
     add_detector_args(p, min_score_default=EVAL_MIN_SCORE)
