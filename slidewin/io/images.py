@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import stat
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -272,6 +273,25 @@ def _read(fd: int, offset: int, count: int) -> bytes:
     return b"".join(chunks)
 
 
+def read_judged(read_at: Callable[[int, int], bytes], size: int, path: str | Path, max_pixels: int) -> bytes:
+    """The ``size`` bytes of an image file through ``read_at(offset, count)``, whatever stores it
+    (a local file, a Ray filesystem): the first `HEAD_BYTES` are judged (`judge_head`) before the
+    rest is read.
+
+    Raises:
+        ImageError: a truncated or refused header, naming ``path``. An OSError of ``read_at``
+            passes, for the caller to say in its own words.
+    """
+    head = read_at(0, min(size, HEAD_BYTES))
+    try:
+        judge_head(head, size, max_pixels)
+    except NeedMoreBytes as e:
+        raise ImageError(f"truncated image ({e})", path) from None
+    except HeaderError as e:
+        raise ImageError(str(e), path) from None
+    return head if size <= len(head) else head + read_at(len(head), size - len(head))
+
+
 def read_image_file(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     """The bytes of an image file, read only once its header allows them.
 
@@ -293,15 +313,7 @@ def read_image_file(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> b
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between stat and open
             raise ImageError("not an image file: not a regular file", p)
-        head = _read(fd, 0, min(size, HEAD_BYTES))
-        judge_head(head, size, max_pixels)
-        if size <= len(head):
-            return head
-        return head + _read(fd, len(head), size - len(head))
-    except NeedMoreBytes as e:
-        raise ImageError(f"truncated image ({e})", p) from None
-    except HeaderError as e:
-        raise ImageError(str(e), p) from None
+        return read_judged(lambda offset, count: _read(fd, offset, count), size, p, max_pixels)
     except OSError as e:
         raise ImageError(f"cannot read file ({e.strerror})", p) from None
     finally:

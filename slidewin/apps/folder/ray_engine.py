@@ -40,7 +40,7 @@ from slidewin.apps.folder.records import DetectionRecord
 from slidewin.apps.folder.run import (DRAWN_DIR, FolderSummary, check_own_folders, detect_one, drawn_paths, open_run,
                                       record_all)
 from slidewin.errors import ImageError, MissingDependencyError, SlidewinError, first_line, one_line
-from slidewin.io.images import DEFAULT_MAX_PIXELS, HEAD_BYTES, IMAGE_SUFFIXES, judge_head
+from slidewin.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_judged
 from slidewin.io.stderr import eprint
 from slidewin.pipeline.config import DetectorConfig
 from slidewin.runtime.sessions import Device
@@ -129,8 +129,6 @@ def read_capped(path: str, max_pixels: int, filesystem=None) -> bytes:
         return read_image_file(path, max_pixels)
     import pyarrow.fs as pafs
 
-    from slidewin.io.formats import HeaderError, NeedMoreBytes
-
     try:
         info = filesystem.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
@@ -143,13 +141,7 @@ def read_capped(path: str, max_pixels: int, filesystem=None) -> bytes:
         if not size:
             raise ImageError("empty file (0 bytes)", path)
         with filesystem.open_input_file(path) as f:
-            head = f.read_at(min(size, HEAD_BYTES), 0)
-            judge_head(head, size, max_pixels)
-            return head if size <= len(head) else head + f.read_at(size - len(head), len(head))
-    except NeedMoreBytes as e:
-        raise ImageError(f"truncated image ({e})", path) from None
-    except HeaderError as e:
-        raise ImageError(str(e), path) from None
+            return read_judged(lambda offset, count: f.read_at(count, offset), size, path, max_pixels)
     except OSError as e:
         raise ImageError(f"cannot read file ({first_line(e, limit=None)})", path) from None
 
