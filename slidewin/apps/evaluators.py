@@ -19,11 +19,7 @@ stderr as folder runs say it, and listed in the report. Ctrl-C stops the loop be
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,26 +86,6 @@ class InferenceRun:
     interrupted: bool = False
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While the body runs, SIGTERM (a job's time limit, ``kill``) stops it as Ctrl-C does, so
-    what was done is kept, as folder runs do. Only from the main thread, and only where SIGTERM
-    has its default action (an embedding program's own handler is left alone)."""
-    main = threading.current_thread() is threading.main_thread()
-    if not main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def inference_on_dataset(detector: Detector, images: list[dict], images_dir: Path,
                          evaluators: list[DatasetEvaluator], progress: bool | None = None) -> InferenceRun:
     """Run ``detector`` on each image entry (``images_dir / file_name``), in order, and hand each
@@ -125,6 +101,7 @@ def inference_on_dataset(detector: Detector, images: list[dict], images_dir: Pat
         so far are in ``done`` (an image is in it only once every evaluator has processed it).
     """
     from slidewin.apps.folder.prefetch import Prefetcher
+    from slidewin.apps.folder.run import Interrupts
 
     for ev in evaluators:
         ev.reset()
@@ -133,7 +110,7 @@ def inference_on_dataset(detector: Detector, images: list[dict], images_dir: Pat
     paths = [images_dir / im["file_name"] for im in images]
     t0 = time.perf_counter()
     try:
-        with sigterm_as_interrupt(), Prefetcher(paths, convert=True, prepare=detector.prepare) as decoded_images:
+        with Interrupts(), Prefetcher(paths, convert=True, prepare=detector.prepare) as decoded_images:
             for im, (path, decoded) in zip(images, decoded_images):
                 if decoded.image is None:
                     sample = Sample(im, None, None, decoded.seconds, decoded.error)

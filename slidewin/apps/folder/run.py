@@ -112,9 +112,11 @@ def drawn_paths(out_dir: Path, root: Path, inputs: list[Path]) -> dict[Path, Pat
     return out
 
 
-class _Interrupts:
-    """SIGINT/SIGTERM become KeyboardInterrupt, but never inside a critical section (a record's
-    write and its bookkeeping); there they are held until the section ends."""
+class Interrupts:
+    """SIGINT/SIGTERM become KeyboardInterrupt (from the main thread; elsewhere nothing changes),
+    but never inside a critical section (a record's write and its bookkeeping); there they are
+    held until the section ends. A long run uses it so that a batch system's SIGTERM keeps what
+    was done, as Ctrl-C does."""
 
     def __init__(self):
         self.critical = False
@@ -305,7 +307,7 @@ def record_all(records: Generator[DetectionRecord, None, None], log: ResultsLog,
     so whatever it holds (decode threads, a Ray dataset) is released.
     """
     bar = Progress(summary.total, summary.skipped, progress, unit)
-    interrupts = _Interrupts()
+    interrupts = Interrupts()
     t_start = time.perf_counter()
     try:
         with interrupts:
